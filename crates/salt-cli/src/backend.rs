@@ -1,0 +1,329 @@
+//! Choosing a backend at run time among those compiled in (`--device cpu|flex|wgpu|cuda[:N]`).
+//!
+//! Model code is generic over `B: Backend`; a command that needs a backend implements [`Task`]
+//! and [`dispatch`] instantiates it for the backend the user asked for. Asking for a backend that
+//! was not compiled in, or one this machine cannot run, is an error that says how to get it —
+//! never a panic from deep inside a device thread.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+use burn::tensor::backend::AutodiffBackend;
+
+/// A device named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// ndarray on the CPU (the default backend).
+    Cpu,
+    /// burn's flex CPU backend.
+    Flex,
+    /// wgpu: the default adapter, or the N-th discrete GPU.
+    Wgpu(Option<usize>),
+    /// CUDA device N.
+    Cuda(usize),
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Flex => write!(f, "flex"),
+            DeviceSpec::Wgpu(None) => write!(f, "wgpu"),
+            DeviceSpec::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let (name, index) = match s.split_once(':') {
+            Some((n, i)) => {
+                let i = i.parse::<usize>().map_err(|_| {
+                    format!("device index `{i}` in `{s}` is not a non-negative integer")
+                })?;
+                (n, Some(i))
+            }
+            None => (s, None),
+        };
+        match (name.to_ascii_lowercase().as_str(), index) {
+            ("cpu" | "ndarray", None) => Ok(DeviceSpec::Cpu),
+            ("flex", None) => Ok(DeviceSpec::Flex),
+            ("wgpu" | "gpu", i) => Ok(DeviceSpec::Wgpu(i)),
+            ("cuda", i) => Ok(DeviceSpec::Cuda(i.unwrap_or(0))),
+            ("cpu" | "ndarray" | "flex", Some(_)) => {
+                Err(format!("`{s}`: the CPU backends take no device index"))
+            }
+            _ => Err(format!(
+                "unknown device `{s}`; expected cpu, flex, wgpu[:N] or cuda[:N]"
+            )),
+        }
+    }
+}
+
+/// Work that runs on whichever backend the user chose.
+pub trait Task {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on backend `B`, device `device`.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output>;
+}
+
+/// The backends compiled into this binary, as `(name, feature)`.
+pub fn compiled_backends() -> Vec<(&'static str, bool)> {
+    vec![
+        ("cpu (ndarray)", true),
+        ("flex", cfg!(feature = "flex")),
+        ("wgpu", cfg!(feature = "wgpu")),
+        ("cuda", cfg!(feature = "cuda")),
+    ]
+}
+
+fn not_compiled(spec: DeviceSpec, feature: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "device `{spec}` needs the `{feature}` backend, which this `salt` binary was built without; \
+         rebuild with `cargo build --release -p salt-cli --features {feature}` \
+         (or `cargo install --path crates/salt-cli --features {feature}`)"
+    )
+}
+
+/// Runs `task` on the backend of `spec`.
+pub fn dispatch<T: Task>(spec: DeviceSpec, task: T) -> Result<T::Output> {
+    use burn::backend::{Autodiff, NdArray};
+    match spec {
+        DeviceSpec::Cpu => task.run::<Autodiff<NdArray<f32>>>(Default::default()),
+        DeviceSpec::Flex => {
+            #[cfg(feature = "flex")]
+            {
+                task.run::<Autodiff<burn::backend::Flex>>(Default::default())
+            }
+            #[cfg(not(feature = "flex"))]
+            {
+                drop(task);
+                Err(not_compiled(spec, "flex"))
+            }
+        }
+        DeviceSpec::Wgpu(index) => {
+            #[cfg(feature = "wgpu")]
+            {
+                let device = wgpu_device(index);
+                probe_wgpu(&device)?;
+                task.run::<Autodiff<burn::backend::Wgpu>>(device)
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = (index, task);
+                Err(not_compiled(spec, "wgpu"))
+            }
+        }
+        DeviceSpec::Cuda(index) => {
+            #[cfg(feature = "cuda")]
+            {
+                probe_cuda()?;
+                let device = burn::backend::cuda::CudaDevice::new(index);
+                task.run::<Autodiff<burn::backend::Cuda>>(device)
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = (index, task);
+                Err(not_compiled(spec, "cuda"))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device(index: Option<usize>) -> burn::backend::wgpu::WgpuDevice {
+    use burn::backend::wgpu::WgpuDevice;
+    match index {
+        None => WgpuDevice::DefaultDevice,
+        Some(i) => WgpuDevice::DiscreteGpu(i),
+    }
+}
+
+/// Runs one tiny computation on the wgpu device; wgpu panics (in its own code) when no adapter
+/// exists, so the panic is caught here and turned into an error that says what to install.
+#[cfg(feature = "wgpu")]
+pub fn probe_wgpu(device: &burn::backend::wgpu::WgpuDevice) -> Result<()> {
+    use burn::tensor::Tensor;
+    let device = device.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(move || {
+        let t = Tensor::<burn::backend::Wgpu, 1>::ones([4], &device);
+        t.sum().into_scalar()
+    });
+    std::panic::set_hook(previous);
+    match result {
+        Ok(v) if v == 4.0 => Ok(()),
+        Ok(v) => bail!("the wgpu device computed 1+1+1+1 = {v}: the driver is broken"),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            bail!(
+                "no usable wgpu adapter ({msg}); install a Vulkan, Metal or DX12 driver \
+                 (on Debian/Ubuntu without a GPU: `apt-get install mesa-vulkan-drivers libvulkan1` \
+                 for software Vulkan), or use --device cpu"
+            )
+        }
+    }
+}
+
+/// Checks that the CUDA driver and NVRTC can be loaded before burn-cuda tries (and panics in a
+/// device thread when they cannot).
+#[cfg(feature = "cuda")]
+pub fn probe_cuda() -> Result<()> {
+    #[allow(unsafe_code)]
+    fn loads(name: &str) -> bool {
+        // SAFETY: loading a system library runs its initialisers; libcuda and libnvrtc are the
+        // libraries burn-cuda itself loads next, so probing them adds no new code to the process.
+        unsafe { libloading::Library::new(name).is_ok() }
+    }
+    if !["libcuda.so.1", "libcuda.so", "nvcuda.dll"]
+        .iter()
+        .any(|n| loads(n))
+    {
+        bail!(
+            "CUDA was asked for, but the NVIDIA driver library (libcuda.so.1) cannot be loaded on \
+             this machine; install the NVIDIA driver, or use --device wgpu or --device cpu"
+        );
+    }
+    let nvrtc = [
+        "libnvrtc.so",
+        "libnvrtc.so.13",
+        "libnvrtc.so.12",
+        "libnvrtc.so.11.2",
+        "nvrtc64_120_0.dll",
+    ];
+    if !nvrtc.iter().any(|n| loads(n)) {
+        bail!(
+            "CUDA was asked for, but NVRTC (libnvrtc.so) cannot be loaded: install the CUDA \
+             toolkit, or `pip install nvidia-cuda-nvrtc-cu12` and add its `lib` folder to \
+             LD_LIBRARY_PATH"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices() {
+        assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
+        assert_eq!("flex".parse(), Ok(DeviceSpec::Flex));
+        assert_eq!("wgpu".parse(), Ok(DeviceSpec::Wgpu(None)));
+        assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:1".parse(), Ok(DeviceSpec::Cuda(1)));
+        assert!("tpu"
+            .parse::<DeviceSpec>()
+            .unwrap_err()
+            .contains("unknown device `tpu`"));
+        assert!("cuda:x".parse::<DeviceSpec>().unwrap_err().contains("`x`"));
+        assert!("cpu:1".parse::<DeviceSpec>().is_err());
+    }
+
+    struct Sum;
+    impl Task for Sum {
+        type Output = f32;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<f32> {
+            use burn::tensor::{ElementConversion, Tensor};
+            Ok(Tensor::<B, 1>::from_floats([1.0, 2.0, 3.5], &device)
+                .sum()
+                .into_scalar()
+                .elem())
+        }
+    }
+
+    #[test]
+    fn dispatches_to_cpu() {
+        assert_eq!(dispatch(DeviceSpec::Cpu, Sum).unwrap(), 6.5);
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn missing_backend_is_a_clear_error() {
+        let err = dispatch(DeviceSpec::Cuda(0), Sum).unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_without_driver_is_a_clear_error() {
+        // CI machines have no NVIDIA driver: the probe must refuse before burn-cuda panics.
+        if probe_cuda().is_ok() {
+            return; // a machine with CUDA: nothing to check here
+        }
+        let err = dispatch(DeviceSpec::Cuda(0), Sum).unwrap_err().to_string();
+        assert!(err.contains("libcuda") || err.contains("NVRTC"), "{err}");
+    }
+
+    /// The same SALT layer (weights and input made on the CPU) gives the same output on wgpu.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn wgpu_matches_ndarray_on_a_salt_layer() {
+        use burn::backend::{NdArray, Wgpu};
+        use burn::tensor::{Tensor, TensorData};
+        use salt_core::{inject, AdaptableLinearConfig, AdapterConfig, Method, SaltInit};
+
+        /// f32 matmuls on two backends (different summation orders).
+        const BACKEND_TOL: f32 = 1e-4;
+        let device = wgpu_device(None);
+        if let Err(e) = probe_wgpu(&device) {
+            let required =
+                std::env::var_os("CI").is_some() || std::env::var_os("SALT_REQUIRE_WGPU").is_some();
+            assert!(
+                !required,
+                "wgpu is required here (CI / SALT_REQUIRE_WGPU) but: {e:#}"
+            );
+            eprintln!("skipped: no wgpu adapter on this machine ({e:#})");
+            return;
+        }
+        let config = AdapterConfig {
+            method: Method::Salt {
+                svd_rank: 3,
+                lora_rank: 2,
+                init: SaltInit::Reference,
+            },
+            targets: vec!["**".into()],
+            seed: 1,
+        };
+        let cpu = Default::default();
+        let mut a = AdaptableLinearConfig::new(12, 20).init::<NdArray<f32>>(&cpu);
+        let w = a.weight.val().into_data();
+        let b = a.bias.as_ref().unwrap().val().into_data();
+        inject(&mut a, &config).unwrap();
+        let mut g = AdaptableLinearConfig::new(12, 20).init::<Wgpu>(&device);
+        g.weight = burn::module::Param::from_tensor(Tensor::from_data(w, &device));
+        g.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+            b, &device,
+        )));
+        inject(&mut g, &config).unwrap();
+        let x: Vec<f32> = (0..36)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let ya = a.forward(Tensor::<NdArray<f32>, 2>::from_data(
+            TensorData::new(x.clone(), [3, 12]),
+            &cpu,
+        ));
+        let yg = g.forward(Tensor::<Wgpu, 2>::from_data(
+            TensorData::new(x, [3, 12]),
+            &device,
+        ));
+        let ya: Vec<f32> = ya.into_data().convert::<f32>().into_vec().unwrap();
+        let yg: Vec<f32> = yg.into_data().convert::<f32>().into_vec().unwrap();
+        let d = ya
+            .iter()
+            .zip(&yg)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(d < BACKEND_TOL, "wgpu and ndarray differ by {d}");
+    }
+}

@@ -1,0 +1,5 @@
+//! The library behind the `salt` binary: backend selection and one module per subcommand, so that
+//! `xtask` and tests can call the same code as the command line.
+
+pub mod backend;
+pub mod cmd;

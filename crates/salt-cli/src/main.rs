@@ -1,0 +1,49 @@
+//! `salt`: fine-tune, evaluate and run Segment Anything with SALT, LoRA, S-SAM or full
+//! fine-tuning, on CPU (ndarray, flex), any GPU (wgpu) or NVIDIA (CUDA).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use salt_cli::cmd;
+
+/// Fine-tune and run Segment Anything for vessel segmentation with SALT and its baselines.
+#[derive(Debug, Parser)]
+#[command(name = "salt", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing's env-filter syntax), e.g. `info`, `debug`, `salt_core=debug`.
+    #[arg(long, global = true, default_value = "info", env = "SALT_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the backends compiled into this binary and whether each can run here.
+    Devices(cmd::devices::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let result = match cli.command {
+        Command::Devices(args) => cmd::devices::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

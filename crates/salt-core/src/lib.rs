@@ -1,0 +1,54 @@
+//! Backend-generic adapter maths for fine-tuning SAM: SALT, S-SAM (SVD only) and LoRA.
+//!
+//! - [`AdaptableLinear`] / [`AdaptableConv2d`]: the chokepoint layers a model uses; each may hold
+//!   an [`Adapter`].
+//! - [`inject`]: attach an adapter to every layer whose dotted path matches [`AdapterConfig::targets`].
+//! - [`apply_trainable`]: freeze everything but the adapters and the [`TrainablePolicy`]'s extras.
+//! - [`ParamReport`]: trainable / total parameters as the SALT paper's Table 1 counts them.
+//! - [`merge`]: fold adapters into plain dense weights for inference.
+//! - [`save_adapter`] / [`AdapterManifest::read`] + [`load_adapter_tensors`]: adapter-only files.
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use salt_core::{AdaptableLinearConfig, AdapterConfig, inject};
+//!
+//! let device = Default::default();
+//! let mut layer = AdaptableLinearConfig::new(16, 48).init::<NdArray>(&device);
+//! let mut config = AdapterConfig::salt(4, 2);
+//! config.targets = vec!["**".into()];
+//! let adapted = inject(&mut layer, &config).unwrap();
+//! assert_eq!(adapted[0].adapter_params, 2 * 4 + 2 * (16 - 4) * 2);
+//! ```
+#![warn(missing_docs)]
+
+mod adapter;
+mod config;
+mod conv;
+mod error;
+mod inject;
+mod io;
+mod linear;
+mod lora;
+pub mod pattern;
+mod policy;
+mod salt;
+mod ssam;
+mod svd;
+
+pub use adapter::{join_path, AdaptableLayer, Adapter, LayerKind, VisitAdaptable};
+pub use config::{AdapterConfig, Method, SaltInit, TrainablePolicy};
+pub use conv::{AdaptableConv2d, AdaptableConv2dConfig};
+pub use error::{Error, Result};
+pub use inject::{adaptable_paths, build_adapter, inject, merge, AdaptedLayer};
+pub use io::{
+    load_adapter_tensors, save_adapter, trainable_tensors, write_atomic, AdapterManifest,
+    AdapterTensors, BaseIdentity, ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT_VERSION,
+};
+pub use linear::{AdaptableLinear, AdaptableLinearConfig};
+pub use lora::LoraAdapter;
+pub use policy::{
+    apply_trainable, is_adapter_key, is_trainable, param_key, parameter_keys, ParamReport,
+};
+pub use salt::{SaltAdapter, REFERENCE_INIT_STD};
+pub use ssam::SvdAdapter;
+pub use svd::{SvdFactors, SIGN_RULE};

@@ -1,0 +1,2 @@
+//! SAM in burn (work in progress).
+#![warn(missing_docs)]
