@@ -1,0 +1,3 @@
+//! Fine-tuning: loss, schedule, loop, checkpoints, curves.
+
+pub mod loss;
