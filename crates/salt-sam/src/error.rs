@@ -1,0 +1,101 @@
+//! Errors of salt-sam.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong when building, loading or prompting SAM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The checkpoint file could not be read or parsed.
+    #[error("cannot read checkpoint {path}: {message}")]
+    CheckpointRead {
+        /// The file.
+        path: PathBuf,
+        /// What the reader said.
+        message: String,
+    },
+    /// The checkpoint's extension is neither `.pth`/`.pt` nor `.safetensors`.
+    #[error(
+        "checkpoint {path}: unknown format (extension `{extension}`); expected a `torch.save`d \
+         state_dict (.pth, .pt) or .safetensors"
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// Its extension.
+        extension: String,
+    },
+    /// The checkpoint holds a model of another size than the preset asked for.
+    #[error("checkpoint {path} holds {found} but the model was built as {expected}; {suggestion}")]
+    WrongPreset {
+        /// The file.
+        path: PathBuf,
+        /// What the model was built as (e.g. `vit_b: embed_dim 768, 12 blocks`).
+        expected: String,
+        /// What the checkpoint holds.
+        found: String,
+        /// Which preset to use instead (e.g. `use --model vit_l`).
+        suggestion: String,
+    },
+    /// Keys the model needs are absent from the checkpoint.
+    #[error("checkpoint {path}: {} missing key(s): {}", keys.len(), keys.join(", "))]
+    MissingKeys {
+        /// The file.
+        path: PathBuf,
+        /// Model parameter paths not found (after the remap table).
+        keys: Vec<String>,
+    },
+    /// The checkpoint has keys the model does not know.
+    #[error("checkpoint {path}: {} unexpected key(s): {}", keys.len(), keys.join(", "))]
+    UnexpectedKeys {
+        /// The file.
+        path: PathBuf,
+        /// Checkpoint keys (after the remap table) with no model parameter.
+        keys: Vec<String>,
+    },
+    /// A tensor has another shape in the checkpoint than in the model.
+    #[error(
+        "checkpoint {path}: key `{key}` has shape {found:?} in the file but {expected:?} in the \
+         model ({others} more shape mismatch(es))"
+    )]
+    ShapeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The parameter path.
+        key: String,
+        /// The model's shape.
+        expected: Vec<usize>,
+        /// The file's shape.
+        found: Vec<usize>,
+        /// How many other keys mismatch too.
+        others: usize,
+    },
+    /// A tensor could not be converted or applied.
+    #[error("checkpoint {path}: key `{key}`: {message}")]
+    BadTensor {
+        /// The file.
+        path: PathBuf,
+        /// The parameter path.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A configuration value is invalid.
+    #[error("invalid SAM configuration: `{field}` = {value}; expected {expected}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// What is allowed.
+        expected: String,
+    },
+    /// A prompt is malformed.
+    #[error("invalid prompt: {0}")]
+    InvalidPrompt(String),
+    /// An unknown preset name.
+    #[error("unknown SAM preset `{0}`; expected one of vit_b, vit_l, vit_h, salt_paper, tiny")]
+    UnknownPreset(String),
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
