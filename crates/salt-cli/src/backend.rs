@@ -82,6 +82,8 @@ pub fn compiled_backends() -> Vec<(&'static str, bool)> {
     ]
 }
 
+// Unused when every backend is compiled in.
+#[cfg_attr(all(feature = "flex", feature = "wgpu", feature = "cuda"), allow(dead_code))]
 fn not_compiled(spec: DeviceSpec, feature: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "device `{spec}` needs the `{feature}` backend, which this `salt` binary was built without; \
