@@ -32,6 +32,9 @@ Files written to --out:
         {case}.{multi|single}.low_res_logits  [1, M, 4g, 4g]
         {case}.{multi|single}.iou_predictions [1, M]
         {case}.{multi|single}.masks_logits    [1, M, H, W]  at the original size
+    salt_paper.safetensors  (tiny only) the same checkpoint through every salt_paper change:
+        prompt_token [1, C], input_resized, preprocessed, image_embedding, low_res_logits,
+        iou_predictions, masks_logits (single mask), original_size
     meta.json               preset, seed, versions, cases
 """
 
@@ -186,6 +189,121 @@ def cases(w: int, h: int):
     }
 
 
+def no_pe_block_forward(self, queries, keys, query_pe, key_pe):
+    """TwoWayAttentionBlock.forward without positional encodings (S-SAM's prompt-adapted SAM)."""
+    if self.skip_first_layer_pe:
+        queries = self.self_attn(q=queries, k=queries, v=queries)
+    else:
+        queries = queries + self.self_attn(q=queries, k=queries, v=queries)
+    queries = self.norm1(queries)
+    queries = self.norm2(queries + self.cross_attn_token_to_image(q=queries, k=keys, v=keys))
+    queries = self.norm3(queries + self.mlp(queries))
+    keys = self.norm4(keys + self.cross_attn_image_to_token(q=keys, k=queries, v=queries))
+    return queries, keys
+
+
+def no_pe_transformer_forward(self, image_embedding, image_pe, point_embedding):
+    """TwoWayTransformer.forward where only the final attention's queries get the token PE."""
+    keys = image_embedding.flatten(2).permute(0, 2, 1)
+    image_pe = image_pe.flatten(2).permute(0, 2, 1)
+    queries = point_embedding
+    for layer in self.layers:
+        queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=image_pe)
+    q = queries + point_embedding
+    queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q=q, k=keys, v=keys))
+    return queries, keys
+
+
+def write_salt_paper(stock: Sam, image: np.ndarray, out_dir: str, gen: torch.Generator) -> None:
+    """The tiny model with every salt_paper change (salt_sam::SamConfig::tiny_salt_paper()).
+
+    Built from the stock tiny checkpoint as the Rust loader does: input 64 (8×8 grid), pos_embed
+    2×2 average-pooled, global attention without rel_pos in every block, LayerNorm eps 1e-5, one
+    learned token as the only sparse prompt (random here so that it matters), no dense
+    embedding, no positional encodings inside the decoder blocks, single-mask output.
+    """
+    import types
+
+    import torch.nn.functional as F
+
+    c = TINY
+    size, grid = 64, 64 // c["patch_size"]
+    sd = stock.state_dict()
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=c["depth"],
+            embed_dim=c["embed_dim"],
+            img_size=size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-5),
+            num_heads=c["num_heads"],
+            patch_size=c["patch_size"],
+            qkv_bias=True,
+            use_rel_pos=False,
+            global_attn_indexes=list(range(c["depth"])),
+            window_size=0,
+            out_chans=c["prompt_embed_dim"],
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=c["prompt_embed_dim"],
+            image_embedding_size=(grid, grid),
+            input_image_size=(size, size),
+            mask_in_chans=c["mask_in_chans"],
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=c["decoder_depth"],
+                embedding_dim=c["prompt_embed_dim"],
+                mlp_dim=c["decoder_mlp_dim"],
+                num_heads=c["decoder_heads"],
+            ),
+            transformer_dim=c["prompt_embed_dim"],
+            iou_head_depth=3,
+            iou_head_hidden_dim=c["iou_head_hidden_dim"],
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+    sd = {k: v for k, v in sd.items() if "rel_pos" not in k}
+    pos = sd["image_encoder.pos_embed"].permute(0, 3, 1, 2)
+    sd["image_encoder.pos_embed"] = F.avg_pool2d(pos, 2).permute(0, 2, 3, 1).contiguous()
+    sam.load_state_dict(sd, strict=True)
+    transformer = sam.mask_decoder.transformer
+    transformer.forward = types.MethodType(no_pe_transformer_forward, transformer)
+    for layer in transformer.layers:
+        layer.forward = types.MethodType(no_pe_block_forward, layer)
+
+    token = 0.5 * torch.randn((1, c["prompt_embed_dim"]), generator=gen)
+    predictor = SamPredictor(sam)
+    out = {}
+    with torch.no_grad():
+        predictor.set_image(image)
+        resized = predictor.transform.apply_image(image)
+        tensor = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None].float()
+        out["input_resized"] = np.ascontiguousarray(resized)
+        out["preprocessed"] = sam.preprocess(tensor).numpy()
+        emb = predictor.features
+        dense = torch.zeros_like(emb)  # no dense prompt: nothing is added
+        low, iou = sam.mask_decoder(
+            image_embeddings=emb,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=token[None],
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        masks = sam.postprocess_masks(low, predictor.input_size, predictor.original_size)
+        out["prompt_token"] = token.numpy()
+        out["image_embedding"] = emb.numpy()
+        out["low_res_logits"] = low.numpy()
+        out["iou_predictions"] = iou.numpy()
+        out["masks_logits"] = masks.numpy()
+        out["original_size"] = np.array(predictor.original_size, dtype=np.int64)
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, os.path.join(out_dir, "salt_paper.safetensors"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=["tiny", "vit_b"], required=True)
@@ -248,6 +366,8 @@ def main() -> int:
                 out[f"{tag}.masks_logits"] = masks[None].astype(np.float32)
     out = {k: np.ascontiguousarray(v) for k, v in out.items()}
     save_np(out, os.path.join(args.out, "reference.safetensors"))
+    if args.preset == "tiny":
+        write_salt_paper(sam, image, args.out, gen)
     meta = dict(
         preset=args.preset,
         seed=args.seed,

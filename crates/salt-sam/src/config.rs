@@ -91,6 +91,28 @@ impl SamConfig {
         .with_name("tiny".to_string())
     }
 
+    /// The tiny model with every `salt_paper` change (tests): input 64, an 8×8 grid whose
+    /// `pos_embed` is pooled from the tiny checkpoint's 16×16, and the flags of [`Self::salt_paper`].
+    pub fn tiny_salt_paper() -> Self {
+        let base = Self::tiny();
+        let mut encoder = base.image_encoder;
+        encoder.img_size = 64;
+        let encoder = encoder
+            .with_window_size(0)
+            .with_global_attn_indexes((0..4).collect())
+            .with_use_rel_pos(false)
+            .with_layer_norm_eps(1e-5)
+            .with_pos_embed_source_grid(Some(16));
+        let prompt = PromptEncoderConfig::new(32, [8, 8], [64, 64])
+            .with_learned_prompt_token(true)
+            .with_dense_no_mask_embed(false);
+        let decoder = base
+            .mask_decoder
+            .with_pos_encodings_in_blocks(false)
+            .with_single_mask_output(true);
+        SamConfig::new(encoder, prompt, decoder).with_name("tiny_salt_paper".to_string())
+    }
+
     /// The SALT paper's model (S-SAM's "prompt-adapted SAM"; salt-reference.md §3), from ViT-B:
     ///
     /// - input 512 (`image_encoder.img_size`), a 32×32 token grid;
@@ -137,6 +159,7 @@ impl SamConfig {
             "vit_h" => Ok(Self::vit_h()),
             "salt_paper" => Ok(Self::salt_paper()),
             "tiny" => Ok(Self::tiny()),
+            "tiny_salt_paper" => Ok(Self::tiny_salt_paper()),
             other => Err(Error::UnknownPreset(other.to_string())),
         }
     }

@@ -93,7 +93,7 @@ pub enum Error {
     #[error("invalid prompt: {0}")]
     InvalidPrompt(String),
     /// An unknown preset name.
-    #[error("unknown SAM preset `{0}`; expected one of vit_b, vit_l, vit_h, salt_paper, tiny")]
+    #[error("unknown SAM preset `{0}`; expected one of vit_b, vit_l, vit_h, salt_paper, tiny, tiny_salt_paper")]
     UnknownPreset(String),
 }
 

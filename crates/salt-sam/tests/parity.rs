@@ -35,16 +35,20 @@ struct Reference {
 
 impl Reference {
     fn read(dir: &Path) -> Self {
-        let path = dir.join("reference.safetensors");
-        let mut store = burn_store::SafetensorsStore::from_file(&path);
+        Self {
+            tensors: Self::read_file(&dir.join("reference.safetensors")),
+        }
+    }
+
+    fn read_file(path: &Path) -> BTreeMap<String, TensorData> {
+        let mut store = burn_store::SafetensorsStore::from_file(path);
         let snaps = store
             .get_all_snapshots()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let tensors = snaps
+        snaps
             .iter()
             .map(|(k, s)| (k.clone(), s.to_data().expect("tensor data")))
-            .collect();
-        Self { tensors }
+            .collect()
     }
 
     fn get(&self, key: &str) -> Option<&TensorData> {
@@ -199,6 +203,64 @@ fn run_parity(dir: &Path, config: SamConfig, checkpoint: &str) {
             eprintln!("{tag}: low-res {e1:.2e}, iou {e2:.2e}, masks {e3:.2e}");
         }
     }
+}
+
+/// The tiny checkpoint through every `salt_paper` change, against the script's S-SAM-style model
+/// (`salt_paper.safetensors`): pooled `pos_embed`, global attention without `rel_pos`, eps 1e-5,
+/// the learned token as the only prompt, no dense embedding, no PE in the decoder blocks.
+#[test]
+fn tiny_salt_paper_matches_reference() {
+    let device = Default::default();
+    let dir = tiny_dir();
+    let reference = Reference {
+        tensors: Reference::read_file(&dir.join("salt_paper.safetensors")),
+    };
+    let mut sam: Sam<TestBackend> = SamConfig::tiny_salt_paper().init(&device).unwrap();
+    load_checkpoint(&mut sam, &dir.join("checkpoint.pth")).unwrap();
+    let token = reference.tensor::<2>("prompt_token");
+    sam.prompt_encoder.prompt_token = Some(burn::module::Param::from_tensor(token));
+
+    let size = reference.shape("input_resized");
+    let rgb: Vec<u8> = reference
+        .get("input_resized")
+        .unwrap()
+        .clone()
+        .into_vec::<u8>()
+        .unwrap();
+    let (_, got) = values(sam.preprocess(&rgb, size[0], size[1], &device).unwrap());
+    assert!(rel_l2(&got, &reference.f32("preprocessed")) <= TOL_PREPROCESS);
+
+    let embedding = sam.image_embeddings(reference.tensor::<4>("preprocessed"));
+    let e0 = check(
+        "salt_paper embedding",
+        embedding.clone(),
+        &reference,
+        "image_embedding",
+        TOL_LOGITS,
+    );
+    let original = reference.f32("original_size");
+    let transform = ResizeLongestSide::new(64, (original[0] as usize, original[1] as usize));
+    let pred = sam
+        .predict(embedding, &transform, &ImagePrompt::default(), false)
+        .unwrap();
+    let e1 = check(
+        "salt_paper low-res",
+        pred.low_res_logits,
+        &reference,
+        "low_res_logits",
+        TOL_LOGITS,
+    );
+    let (_, iou) = values(pred.iou_predictions.unsqueeze::<4>());
+    let e2 = rel_l2(&iou, &reference.f32("iou_predictions"));
+    assert!(e2 <= TOL_IOU, "salt_paper IoU relative L2 error {e2:.3e}");
+    let e3 = check(
+        "salt_paper masks",
+        pred.masks_logits,
+        &reference,
+        "masks_logits",
+        TOL_LOGITS,
+    );
+    eprintln!("salt_paper: embedding {e0:.2e}, low-res {e1:.2e}, iou {e2:.2e}, masks {e3:.2e}");
 }
 
 fn tiny_dir() -> PathBuf {
