@@ -83,7 +83,10 @@ pub fn compiled_backends() -> Vec<(&'static str, bool)> {
 }
 
 // Unused when every backend is compiled in.
-#[cfg_attr(all(feature = "flex", feature = "wgpu", feature = "cuda"), allow(dead_code))]
+#[cfg_attr(
+    all(feature = "flex", feature = "wgpu", feature = "cuda"),
+    allow(dead_code)
+)]
 fn not_compiled(spec: DeviceSpec, feature: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "device `{spec}` needs the `{feature}` backend, which this `salt` binary was built without; \
@@ -160,8 +163,12 @@ pub fn probe_wgpu(device: &burn::backend::wgpu::WgpuDevice) -> Result<()> {
     });
     std::panic::set_hook(previous);
     match result {
-        Ok(v) if v == 4.0 => Ok(()),
-        Ok(v) => bail!("the wgpu device computed 1+1+1+1 = {v}: the driver is broken"),
+        Ok(v) => {
+            if v != 4.0 {
+                bail!("the wgpu device computed 1+1+1+1 = {v}: the driver is broken");
+            }
+            Ok(())
+        }
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<String>()

@@ -3,5 +3,5 @@
 
 pub mod backend;
 pub mod cmd;
-pub mod train;
 pub mod plot;
+pub mod train;

@@ -27,8 +27,14 @@ pub struct Panel {
 }
 
 /// Distinct colours for series.
-pub const PALETTE: [[u8; 3]; 6] =
-    [[31, 119, 180], [214, 39, 40], [44, 160, 44], [255, 127, 14], [148, 103, 189], [23, 190, 207]];
+pub const PALETTE: [[u8; 3]; 6] = [
+    [31, 119, 180],
+    [214, 39, 40],
+    [44, 160, 44],
+    [255, 127, 14],
+    [148, 103, 189],
+    [23, 190, 207],
+];
 
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const AXIS: Rgb<u8> = Rgb([60, 60, 60]);
@@ -37,13 +43,21 @@ const GRID: Rgb<u8> = Rgb([225, 225, 225]);
 /// Draws `text` with its top-left corner at `(x, y)`, each font pixel `scale × scale`.
 pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, color: [u8; 3], scale: i64) {
     for (i, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 if bits & (1 << col) != 0 {
                     for dy in 0..scale {
                         for dx in 0..scale {
-                            put(img, x + (i as i64 * 8 + col) * scale + dx, y + row as i64 * scale + dy, color);
+                            put(
+                                img,
+                                x + (i as i64 * 8 + col) * scale + dx,
+                                y + row as i64 * scale + dy,
+                                color,
+                            );
                         }
                     }
                 }
@@ -59,14 +73,25 @@ fn put(img: &mut RgbImage, x: i64, y: i64, color: [u8; 3]) {
 }
 
 /// A line from `(x0, y0)` to `(x1, y1)`, `width` pixels thick.
-fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), color: [u8; 3], width: i64) {
+fn line(
+    img: &mut RgbImage,
+    (x0, y0): (f64, f64),
+    (x1, y1): (f64, f64),
+    color: [u8; 3],
+    width: i64,
+) {
     let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as i64).max(1);
     for s in 0..=steps {
         let t = s as f64 / steps as f64;
         let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
         for dy in 0..width {
             for dx in 0..width {
-                put(img, x.round() as i64 + dx - width / 2, y.round() as i64 + dy - width / 2, color);
+                put(
+                    img,
+                    x.round() as i64 + dx - width / 2,
+                    y.round() as i64 + dy - width / 2,
+                    color,
+                );
             }
         }
     }
@@ -99,7 +124,12 @@ fn draw_panel(img: &mut RgbImage, panel: &Panel, ox: i64, oy: i64, w: i64, h: i6
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
     let (mut xmin, mut xmax, mut ymin, mut ymax) = pts.iter().fold(
-        (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY),
+        (
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ),
         |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
     );
     if pts.is_empty() {
@@ -123,15 +153,48 @@ fn draw_panel(img: &mut RgbImage, panel: &Panel, ox: i64, oy: i64, w: i64, h: i6
         let y = sy(yv);
         line(img, (px0 as f64, y), ((px0 + pw) as f64, y), GRID.0, 1);
         let label = tick(yv);
-        draw_text(img, px0 - 6 - 8 * label.len() as i64, y as i64 - 4, &label, AXIS.0, 1);
+        draw_text(
+            img,
+            px0 - 6 - 8 * label.len() as i64,
+            y as i64 - 4,
+            &label,
+            AXIS.0,
+            1,
+        );
         let xv = xmin + (xmax - xmin) * i as f64 / 4.0;
         let x = sx(xv);
         let label = tick(xv);
-        draw_text(img, x as i64 - 4 * label.len() as i64, py0 + ph + 6, &label, AXIS.0, 1);
+        draw_text(
+            img,
+            x as i64 - 4 * label.len() as i64,
+            py0 + ph + 6,
+            &label,
+            AXIS.0,
+            1,
+        );
     }
-    line(img, (px0 as f64, py0 as f64), (px0 as f64, (py0 + ph) as f64), AXIS.0, 1);
-    line(img, (px0 as f64, (py0 + ph) as f64), ((px0 + pw) as f64, (py0 + ph) as f64), AXIS.0, 1);
-    draw_text(img, px0 + pw / 2 - 4 * panel.x_label.len() as i64, py0 + ph + 22, &panel.x_label, AXIS.0, 1);
+    line(
+        img,
+        (px0 as f64, py0 as f64),
+        (px0 as f64, (py0 + ph) as f64),
+        AXIS.0,
+        1,
+    );
+    line(
+        img,
+        (px0 as f64, (py0 + ph) as f64),
+        ((px0 + pw) as f64, (py0 + ph) as f64),
+        AXIS.0,
+        1,
+    );
+    draw_text(
+        img,
+        px0 + pw / 2 - 4 * panel.x_label.len() as i64,
+        py0 + ph + 22,
+        &panel.x_label,
+        AXIS.0,
+        1,
+    );
     for (i, s) in panel.series.iter().enumerate() {
         let mut prev: Option<(f64, f64)> = None;
         for &(x, y) in &s.points {
@@ -147,7 +210,13 @@ fn draw_panel(img: &mut RgbImage, panel: &Panel, ox: i64, oy: i64, w: i64, h: i6
             prev = Some(p);
         }
         let ly = py0 + 6 + 12 * i as i64;
-        line(img, ((px0 + pw - 110) as f64, (ly + 4) as f64), ((px0 + pw - 92) as f64, (ly + 4) as f64), s.color, 2);
+        line(
+            img,
+            ((px0 + pw - 110) as f64, (ly + 4) as f64),
+            ((px0 + pw - 92) as f64, (ly + 4) as f64),
+            s.color,
+            2,
+        );
         draw_text(img, px0 + pw - 88, ly, &s.label, [0, 0, 0], 1);
     }
 }
@@ -156,7 +225,14 @@ fn draw_panel(img: &mut RgbImage, panel: &Panel, ox: i64, oy: i64, w: i64, h: i6
 pub fn render(panels: &[Panel], panel_w: u32, panel_h: u32) -> RgbImage {
     let mut img = RgbImage::from_pixel(panel_w * panels.len().max(1) as u32, panel_h, WHITE);
     for (i, p) in panels.iter().enumerate() {
-        draw_panel(&mut img, p, i as i64 * panel_w as i64, 0, panel_w as i64, panel_h as i64);
+        draw_panel(
+            &mut img,
+            p,
+            i as i64 * panel_w as i64,
+            0,
+            panel_w as i64,
+            panel_h as i64,
+        );
     }
     img
 }

@@ -26,7 +26,13 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        Self { dice_smooth: 1.0, focal_alpha: 0.75, focal_gamma: 3.0, dice_weight: 1.0, focal_weight: 1.0 }
+        Self {
+            dice_smooth: 1.0,
+            focal_alpha: 0.75,
+            focal_gamma: 3.0,
+            dice_weight: 1.0,
+            focal_weight: 1.0,
+        }
     }
 }
 
@@ -45,11 +51,17 @@ pub struct LossTerms<B: Backend> {
 ///
 /// # Shapes
 /// `logits`, `targets`: any equal shape; the sums run over every element of the batch.
-pub fn dice_loss<B: Backend, const D: usize>(logits: Tensor<B, D>, targets: Tensor<B, D>, smooth: f64) -> Tensor<B, 1> {
+pub fn dice_loss<B: Backend, const D: usize>(
+    logits: Tensor<B, D>,
+    targets: Tensor<B, D>,
+    smooth: f64,
+) -> Tensor<B, 1> {
     let p = sigmoid(logits);
     let inter = (p.clone() * targets.clone()).sum();
     let denom = targets.sum() + p.sum();
-    (inter.mul_scalar(2.0).add_scalar(smooth) / denom.add_scalar(smooth)).neg().add_scalar(1.0)
+    (inter.mul_scalar(2.0).add_scalar(smooth) / denom.add_scalar(smooth))
+        .neg()
+        .add_scalar(1.0)
 }
 
 /// Mean sigmoid focal loss on logits (torchvision's definition).
@@ -75,10 +87,15 @@ pub fn focal_loss<B: Backend, const D: usize>(
 
 impl LossConfig {
     /// Both terms and their weighted sum.
-    pub fn forward<B: Backend, const D: usize>(&self, logits: Tensor<B, D>, targets: Tensor<B, D>) -> LossTerms<B> {
+    pub fn forward<B: Backend, const D: usize>(
+        &self,
+        logits: Tensor<B, D>,
+        targets: Tensor<B, D>,
+    ) -> LossTerms<B> {
         let dice = dice_loss(logits.clone(), targets.clone(), self.dice_smooth);
         let focal = focal_loss(logits, targets, self.focal_alpha, self.focal_gamma);
-        let total = dice.clone().mul_scalar(self.dice_weight) + focal.clone().mul_scalar(self.focal_weight);
+        let total =
+            dice.clone().mul_scalar(self.dice_weight) + focal.clone().mul_scalar(self.focal_weight);
         LossTerms { total, dice, focal }
     }
 }
@@ -110,7 +127,8 @@ mod tests {
         let targets = Tensor::<TestBackend, 1>::from_floats(y.map(|v| v as f32), &d);
         let p: Vec<f64> = z.iter().map(|&v| sig(v)).collect();
         let inter: f64 = p.iter().zip(&y).map(|(p, y)| p * y).sum();
-        let expected = 1.0 - (2.0 * inter + 1.0) / (y.iter().sum::<f64>() + p.iter().sum::<f64>() + 1.0);
+        let expected =
+            1.0 - (2.0 * inter + 1.0) / (y.iter().sum::<f64>() + p.iter().sum::<f64>() + 1.0);
         let got = scalar(dice_loss(logits, targets, 1.0));
         assert!((got - expected).abs() < LOSS_TOL, "{got} vs {expected}");
     }
@@ -139,7 +157,10 @@ mod tests {
         let targets = Tensor::<TestBackend, 1>::from_floats(y.map(|v| v as f32), &d);
         let got = scalar(focal_loss(logits, targets, alpha, gamma));
         assert!(got.is_finite());
-        assert!((got - expected).abs() < LOSS_TOL * expected.max(1.0), "{got} vs {expected}");
+        assert!(
+            (got - expected).abs() < LOSS_TOL * expected.max(1.0),
+            "{got} vs {expected}"
+        );
     }
 
     #[test]
