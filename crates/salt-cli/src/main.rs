@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// List the backends compiled into this binary and whether each can run here.
     Devices(cmd::devices::Args),
+    /// Segment one image with SAM from point / box prompts.
+    Predict(cmd::predict::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.log);
     let result = match cli.command {
         Command::Devices(args) => cmd::devices::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,3 +1,4 @@
 //! One module per subcommand: each has `Args` (clap) and `run(args) -> anyhow::Result<()>`.
 
 pub mod devices;
+pub mod predict;

@@ -1,0 +1,308 @@
+//! `salt predict`: segment one image with SAM from point and box prompts.
+//!
+//! The image is resized like SAM's `ResizeLongestSide` (Pillow-exact bilinear, salt-data),
+//! embedded once, decoded for the prompts, and the logits are post-processed to the original
+//! size. Coordinates on the command line are original-image pixels.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use salt_data::image_io::{read_image, write_image, write_mask};
+use salt_data::resize::{longest_side_size, resize_rgb8};
+use salt_data::{Image8, Mask};
+use salt_sam::{load_checkpoint, ImagePrompt, ResizeLongestSide, Sam, SamConfig};
+
+use crate::backend::{dispatch, DeviceSpec, Task};
+
+/// The overlay's tint (RGB) and its opacity over the mask.
+const TINT: [f32; 3] = [30.0, 144.0, 255.0];
+const TINT_ALPHA: f32 = 0.5;
+
+/// Arguments of `salt predict`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// SAM checkpoint: Meta's `torch.save`d state_dict (`sam_vit_b_01ec64.pth`, ...) or
+    /// safetensors.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Model preset the checkpoint was made for.
+    #[arg(long, default_value = "vit_b", value_parser = ["vit_b", "vit_l", "vit_h", "salt_paper", "tiny"])]
+    pub model: String,
+    /// Image to segment (PNG, TIFF, JPEG, GIF; grey or RGB).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// A point prompt `X,Y[,LABEL]` in image pixels; LABEL 1 = foreground (default), 0 =
+    /// background. Repeat for several points.
+    #[arg(long = "point", value_name = "X,Y[,LABEL]", value_parser = parse_point)]
+    pub points: Vec<([f32; 2], i64)>,
+    /// A box prompt `X0,Y0,X1,Y1` in image pixels.
+    #[arg(long = "box", value_name = "X0,Y0,X1,Y1", value_parser = parse_box)]
+    pub bbox: Option<[f32; 4]>,
+    /// Predict SAM's three candidate masks and write the one with the best predicted IoU.
+    #[arg(long)]
+    pub multimask: bool,
+    /// Output mask (PNG, 0/255), at the image's size.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the image with the mask tinted (PNG).
+    #[arg(long)]
+    pub overlay: Option<PathBuf>,
+    /// Also write the raw f32 outputs as safetensors: `image_embedding` [1,256,64,64],
+    /// `low_res_logits` [1,C,256,256], `iou_predictions` [1,C], `masks_logits` [1,C,H,W].
+    #[arg(long)]
+    pub save_logits: Option<PathBuf>,
+    /// Device: cpu, flex, wgpu[:N] or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+}
+
+fn parse_point(s: &str) -> std::result::Result<([f32; 2], i64), String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if !(2..=3).contains(&parts.len()) {
+        return Err(format!("`{s}`: expected X,Y or X,Y,LABEL"));
+    }
+    let num = |p: &str| {
+        p.parse::<f32>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("`{p}` in `{s}` is not a number"))
+    };
+    let label = match parts.get(2) {
+        None | Some(&"1") => 1,
+        Some(&"0") => 0,
+        Some(other) => {
+            return Err(format!(
+                "label `{other}` in `{s}`: expected 1 (foreground) or 0 (background)"
+            ))
+        }
+    };
+    Ok(([num(parts[0])?, num(parts[1])?], label))
+}
+
+fn parse_box(s: &str) -> std::result::Result<[f32; 4], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>().ok().filter(|v| v.is_finite()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("`{s}`: expected four numbers X0,Y0,X1,Y1"))?;
+    if v.len() != 4 {
+        return Err(format!("`{s}`: expected four numbers X0,Y0,X1,Y1"));
+    }
+    if v[0] >= v[2] || v[1] >= v[3] {
+        return Err(format!("`{s}`: expected X0 < X1 and Y0 < Y1"));
+    }
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
+/// Checks the prompts against the image size before anything heavy runs.
+fn check_prompts(args: &Args, w: usize, h: usize) -> Result<()> {
+    for ([x, y], _) in &args.points {
+        ensure!(
+            *x >= 0.0 && *y >= 0.0 && *x < w as f32 && *y < h as f32,
+            "point ({x}, {y}) is outside the image {} ({w}×{h} pixels; x in [0, {w}), y in [0, {h}))",
+            args.image.display()
+        );
+    }
+    if let Some([x0, y0, x1, y1]) = args.bbox {
+        ensure!(
+            x1 > 0.0 && y1 > 0.0 && x0 < w as f32 && y0 < h as f32,
+            "box ({x0}, {y0}, {x1}, {y1}) does not overlap the image {} ({w}×{h} pixels)",
+            args.image.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `salt predict`.
+pub fn run(args: Args) -> Result<()> {
+    let image = read_image(&args.image)
+        .with_context(|| format!("reading image {}", args.image.display()))?
+        .to_rgb();
+    check_prompts(&args, image.width, image.height)?;
+    let device = args.device;
+    dispatch(device, Predict { args, image })
+}
+
+struct Predict {
+    args: Args,
+    image: Image8,
+}
+
+impl Task for Predict {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        // Inference only: no autodiff graph.
+        predict::<B::InnerBackend>(self.args, self.image, &device)
+    }
+}
+
+fn predict<B: Backend>(args: Args, image: Image8, device: &B::Device) -> Result<()> {
+    let config = SamConfig::preset(&args.model)?;
+    let mut sam: Sam<B> = config.init(device).context("building the SAM model")?;
+    let report = load_checkpoint(&mut sam, &args.checkpoint).with_context(|| {
+        format!(
+            "loading checkpoint {} as `{}`",
+            args.checkpoint.display(),
+            args.model
+        )
+    })?;
+    tracing::info!(tensors = report.applied, model = %args.model, "checkpoint loaded");
+
+    let (h, w) = (image.height, image.width);
+    let target = sam.img_size();
+    let (rh, rw) = longest_side_size(h, w, target);
+    let resized = resize_rgb8(&image.data, w, h, 3, rw, rh);
+    let input = sam.preprocess(&resized, rh, rw, device)?;
+
+    let spinner = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid progress template"),
+    );
+    spinner.set_message(format!(
+        "embedding the image ({}, {target}×{target})",
+        args.model
+    ));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let embedding = sam.image_embeddings(input);
+    let transform = ResizeLongestSide::new(target, (h, w));
+    let prompt = ImagePrompt {
+        points: args.points.clone(),
+        bbox: args.bbox,
+    };
+    spinner.set_message("decoding the prompts");
+    let pred = sam
+        .predict(embedding.clone(), &transform, &prompt, args.multimask)
+        .context("decoding the prompts")?;
+    spinner.finish_and_clear();
+
+    let iou = to_vec(pred.iou_predictions.clone());
+    let best = iou
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    let [_, c, mh, mw] = pred.masks_logits.dims();
+    let logits = to_vec(pred.masks_logits.clone().narrow(1, best, 1));
+    let threshold = sam.config.mask_threshold as f32;
+    let mask = Mask {
+        width: mw,
+        height: mh,
+        data: logits.iter().map(|&v| u8::from(v > threshold)).collect(),
+    };
+    write_mask(&args.out, &mask).with_context(|| format!("writing mask {}", args.out.display()))?;
+    if let Some(path) = &args.overlay {
+        write_image(path, &overlay(&image, &mask))
+            .with_context(|| format!("writing overlay {}", path.display()))?;
+    }
+    if let Some(path) = &args.save_logits {
+        let tensors = BTreeMap::from([
+            ("image_embedding".to_string(), dims_values(embedding)),
+            (
+                "low_res_logits".to_string(),
+                dims_values(pred.low_res_logits),
+            ),
+            (
+                "iou_predictions".to_string(),
+                dims_values(pred.iou_predictions),
+            ),
+            ("masks_logits".to_string(), dims_values(pred.masks_logits)),
+        ]);
+        write_safetensors(path, &tensors)?;
+    }
+    println!(
+        "mask {} of {c}: predicted IoU {:.4}, {} of {} pixels foreground -> {}",
+        best,
+        iou.get(best).copied().unwrap_or(f32::NAN),
+        mask.count(),
+        mw * mh,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 after convert")
+}
+
+fn dims_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+    (t.dims().to_vec(), to_vec(t))
+}
+
+/// The image with the mask's pixels blended towards [`TINT`].
+fn overlay(image: &Image8, mask: &Mask) -> Image8 {
+    let mut out = image.to_rgb();
+    for (i, px) in out.data.chunks_exact_mut(3).enumerate() {
+        if mask.data[i] != 0 {
+            for (v, t) in px.iter_mut().zip(TINT) {
+                *v = ((1.0 - TINT_ALPHA) * *v as f32 + TINT_ALPHA * t).round() as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Writes f32 tensors as safetensors, atomically.
+fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+) -> Result<()> {
+    use safetensors::tensor::TensorView;
+    let bytes: BTreeMap<&String, Vec<u8>> = tensors
+        .iter()
+        .map(|(k, (_, v))| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let mut views = Vec::new();
+    for (name, (shape, _)) in tensors {
+        views.push((
+            name.clone(),
+            TensorView::new(safetensors::Dtype::F32, shape.clone(), &bytes[name])
+                .with_context(|| format!("tensor `{name}`"))?,
+        ));
+    }
+    let data = safetensors::serialize(views, None).context("serialising the logits")?;
+    salt_core::write_atomic(path, &data).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_points_and_boxes() {
+        assert_eq!(parse_point("10,20"), Ok(([10.0, 20.0], 1)));
+        assert_eq!(parse_point(" 1.5, 2 ,0"), Ok(([1.5, 2.0], 0)));
+        assert!(parse_point("1,2,3").unwrap_err().contains("label `3`"));
+        assert!(parse_point("1").is_err());
+        assert!(parse_point("a,2").unwrap_err().contains("`a`"));
+        assert_eq!(parse_box("1,2,3,4"), Ok([1.0, 2.0, 3.0, 4.0]));
+        assert!(parse_box("3,2,1,4").unwrap_err().contains("X0 < X1"));
+        assert!(parse_box("1,2,3").is_err());
+    }
+
+    #[test]
+    fn overlay_tints_only_the_mask() {
+        let image = Image8 {
+            width: 2,
+            height: 1,
+            channels: 3,
+            data: vec![100, 100, 100, 10, 20, 30],
+        };
+        let mask = Mask {
+            width: 2,
+            height: 1,
+            data: vec![1, 0],
+        };
+        // 0.5·100 + 0.5·(30, 144, 255) = (65, 122, 177.5 → 178); the unmasked pixel is unchanged.
+        assert_eq!(overlay(&image, &mask).data, vec![65, 122, 178, 10, 20, 30]);
+    }
+}

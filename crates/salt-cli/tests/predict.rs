@@ -1,0 +1,178 @@
+//! `salt predict` end to end on the tiny SAM fixtures of salt-sam (made by
+//! `scripts/sam_reference.py --preset tiny`, Meta's `segment-anything`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use safetensors::SafeTensors;
+
+/// Relative L2 error allowed on the logits (as salt-sam's parity tests).
+const TOL_LOGITS: f64 = 1e-4;
+/// The bound on the resize: at most one grey level from PIL's output.
+const MAX_RESIZE_DIFF: u8 = 1;
+/// Thresholded masks must agree wherever the reference logit is farther than this from 0.
+const MASK_MARGIN: f32 = 1e-2;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../salt-sam/tests/fixtures/tiny")
+}
+
+fn salt(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_salt"))
+        .args(args)
+        .output()
+        .expect("run salt");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn f32s(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("no tensor `{name}`"));
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (t.shape().to_vec(), v)
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn resize_is_within_one_grey_level_of_pil() {
+    let image = salt_data::image_io::read_image(&fixtures().join("image.png"))
+        .unwrap()
+        .to_rgb();
+    let (h, w) = salt_data::resize::longest_side_size(image.height, image.width, 128);
+    let ours = salt_data::resize::resize_rgb8(&image.data, image.width, image.height, 3, w, h);
+    let bytes = std::fs::read(fixtures().join("reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let reference = st.tensor("input_resized").unwrap();
+    assert_eq!(reference.shape(), &[h, w, 3]);
+    let max = ours
+        .iter()
+        .zip(reference.data())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        max <= MAX_RESIZE_DIFF,
+        "resize differs from PIL by {max} grey levels"
+    );
+}
+
+#[test]
+fn predict_matches_the_reference_and_writes_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixtures();
+    let (mask, overlay, logits) = (
+        dir.path().join("mask.png"),
+        dir.path().join("overlay.png"),
+        dir.path().join("l.safetensors"),
+    );
+    // The reference's "point" case: (0.4·160, 0.5·120) = (64, 60), foreground.
+    let (ok, stdout, stderr) = salt(&[
+        "predict",
+        "--checkpoint",
+        fx.join("checkpoint.pth").to_str().unwrap(),
+        "--model",
+        "tiny",
+        "--image",
+        fx.join("image.png").to_str().unwrap(),
+        "--point",
+        "64,60",
+        "--multimask",
+        "--out",
+        mask.to_str().unwrap(),
+        "--overlay",
+        overlay.to_str().unwrap(),
+        "--save-logits",
+        logits.to_str().unwrap(),
+    ]);
+    assert!(ok, "salt predict failed: {stderr}");
+
+    let ref_bytes = std::fs::read(fx.join("reference.safetensors")).unwrap();
+    let reference = SafeTensors::deserialize(&ref_bytes).unwrap();
+    let out_bytes = std::fs::read(&logits).unwrap();
+    let out = SafeTensors::deserialize(&out_bytes).unwrap();
+    for (name, key) in [
+        ("image_embedding", "image_embedding"),
+        ("low_res_logits", "point.multi.low_res_logits"),
+        ("masks_logits", "point.multi.masks_logits"),
+    ] {
+        let (shape, ours) = f32s(&out, name);
+        let (ref_shape, theirs) = f32s(&reference, key);
+        assert_eq!(shape, ref_shape, "{name}");
+        let err = rel_l2(&ours, &theirs);
+        assert!(err <= TOL_LOGITS, "{name}: relative L2 error {err:.3e}");
+    }
+    let (iou_shape, iou) = f32s(&out, "iou_predictions");
+    assert_eq!(iou_shape, vec![1, 3]);
+    let best = (0..3).max_by(|&a, &b| iou[a].total_cmp(&iou[b])).unwrap();
+    assert!(stdout.contains(&format!("mask {best} of 3")), "{stdout}");
+
+    // The PNG is the best-IoU reference mask, thresholded at 0 (original size 160×120).
+    let written = salt_data::image_io::read_mask(&mask).unwrap();
+    assert_eq!((written.width, written.height), (160, 120));
+    let (_, theirs) = f32s(&reference, "point.multi.masks_logits");
+    let plane = &theirs[best * 160 * 120..(best + 1) * 160 * 120];
+    let differing = plane
+        .iter()
+        .zip(&written.data)
+        .filter(|(l, m)| l.abs() > MASK_MARGIN && ((**l > 0.0) != (**m != 0)))
+        .count();
+    assert_eq!(differing, 0);
+    let tinted = salt_data::image_io::read_image(&overlay).unwrap();
+    assert_eq!(
+        (tinted.width, tinted.height, tinted.channels),
+        (160, 120, 3)
+    );
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixtures();
+    let ckpt = fx.join("checkpoint.pth");
+    let image = fx.join("image.png");
+    let out = dir.path().join("m.png");
+    let run = |image: &Path, point: &str, model: &str| {
+        salt(&[
+            "predict",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--model",
+            model,
+            "--image",
+            image.to_str().unwrap(),
+            "--point",
+            point,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let garbage = dir.path().join("broken.png");
+    std::fs::write(&garbage, b"\x89PNG not really").unwrap();
+    let (ok, _, err) = run(&garbage, "1,1", "tiny");
+    assert!(!ok && err.contains("broken.png"), "{err}");
+    let (ok, _, err) = run(&dir.path().join("missing.png"), "1,1", "tiny");
+    assert!(!ok && err.contains("missing.png"), "{err}");
+    let (ok, _, err) = run(&image, "160,10", "tiny");
+    assert!(!ok && err.contains("outside the image"), "{err}");
+    let (ok, _, err) = run(&image, "10,10", "vit_b");
+    assert!(!ok && err.contains("--model tiny"), "{err}");
+    assert!(!out.exists());
+}
