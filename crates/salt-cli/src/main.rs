@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// List the backends compiled into this binary and whether each can run here.
     Devices(cmd::devices::Args),
+    /// Synthetic vessel datasets, dataset checks, imports and splits.
+    Data(cmd::data::Args),
     /// Segment one image with SAM from point / box prompts.
     Predict(cmd::predict::Args),
 }
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.log);
     let result = match cli.command {
         Command::Devices(args) => cmd::devices::run(args),
+        Command::Data(args) => cmd::data::run(args),
         Command::Predict(args) => cmd::predict::run(args),
     };
     match result {

@@ -48,7 +48,14 @@ impl From<Error> for Problem {
         // The Display of every variant already starts with the path: keep only the rest.
         let text = e.to_string();
         let prefix = format!("{}: ", path.display());
-        let message = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+        let message = match text.strip_prefix(&prefix) {
+            Some(rest) => rest.to_string(),
+            // `path:line: ...` (CSV errors).
+            None => match text.strip_prefix(&format!("{}:", path.display())) {
+                Some(rest) => format!("line {rest}"),
+                None => text,
+            },
+        };
         Problem { path, message }
     }
 }

@@ -135,7 +135,7 @@ fn grow(rng: &mut StdRng, p: &TreeParams, w: f64, h: f64) -> Vec<Vec<f64>> {
     let mut stack: Vec<(f64, f64, f64, f64, usize)> = p
         .roots
         .iter()
-        .map(|&(x, y, a)| (x, y, a, p.radius * rng.random_range(0.8..1.2), 0))
+        .map(|&(x, y, a)| (x, y, a, p.radius.max(1.5 * p.min_radius) * rng.random_range(0.8..1.2), 0))
         .collect();
     let margin = 4.0 * p.radius;
     while let Some((mut x, mut y, mut a, mut r, depth)) = stack.pop() {
@@ -215,11 +215,11 @@ fn tree_params(style: Style, rng: &mut StdRng, s: f64) -> TreeParams {
             roots.push((-2.0, side_y, jitter(rng, 0.1 * PI)));
             TreeParams {
                 roots,
-                radius: s * 0.016,
+                radius: s * 0.013,
                 min_radius: 1.0,
-                taper: 0.985,
+                taper: 0.988,
                 tortuosity: 0.18,
-                branch_p: 0.07,
+                branch_p: 0.1,
                 max_steps: 300,
                 avoid: None,
             }
@@ -260,11 +260,11 @@ fn tree_params(style: Style, rng: &mut StdRng, s: f64) -> TreeParams {
             let faz = s * rng.random_range(0.07..0.1);
             TreeParams {
                 roots,
-                radius: s * 0.009,
+                radius: s * 0.007,
                 min_radius: 0.8,
                 taper: 0.993,
-                tortuosity: 0.45,
-                branch_p: 0.12,
+                tortuosity: 0.2,
+                branch_p: 0.14,
                 max_steps: 220,
                 avoid: Some((c, c, faz)),
             }
