@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 
 /// A device named on the command line.
@@ -165,7 +165,7 @@ pub fn probe_wgpu(device: &burn::backend::wgpu::WgpuDevice) -> Result<()> {
     match result {
         Ok(v) => {
             if v != 4.0 {
-                bail!("the wgpu device computed 1+1+1+1 = {v}: the driver is broken");
+                anyhow::bail!("the wgpu device computed 1+1+1+1 = {v}: the driver is broken");
             }
             Ok(())
         }
@@ -175,7 +175,7 @@ pub fn probe_wgpu(device: &burn::backend::wgpu::WgpuDevice) -> Result<()> {
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            bail!(
+            anyhow::bail!(
                 "no usable wgpu adapter ({msg}); install a Vulkan, Metal or DX12 driver \
                  (on Debian/Ubuntu without a GPU: `apt-get install mesa-vulkan-drivers libvulkan1` \
                  for software Vulkan), or use --device cpu"
@@ -198,7 +198,7 @@ pub fn probe_cuda() -> Result<()> {
         .iter()
         .any(|n| loads(n))
     {
-        bail!(
+        anyhow::bail!(
             "CUDA was asked for, but the NVIDIA driver library (libcuda.so.1) cannot be loaded on \
              this machine; install the NVIDIA driver, or use --device wgpu or --device cpu"
         );
@@ -211,7 +211,7 @@ pub fn probe_cuda() -> Result<()> {
         "nvrtc64_120_0.dll",
     ];
     if !nvrtc.iter().any(|n| loads(n)) {
-        bail!(
+        anyhow::bail!(
             "CUDA was asked for, but NVRTC (libnvrtc.so) cannot be loaded: install the CUDA \
              toolkit, or `pip install nvidia-cuda-nvrtc-cu12` and add its `lib` folder to \
              LD_LIBRARY_PATH"

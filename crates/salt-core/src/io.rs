@@ -35,8 +35,9 @@ pub struct BaseIdentity {
 pub struct AdapterManifest {
     /// [`FORMAT_VERSION`].
     pub format_version: u32,
-    /// The adapter (method, ranks, targets, init, seed).
-    pub adapter: AdapterConfig,
+    /// The adapter (method, ranks, targets, init, seed); `None` when only plain parameters
+    /// trained (full fine-tuning, decoder only): the file then holds those parameters.
+    pub adapter: Option<AdapterConfig>,
     /// Which non-adapter parameters trained (and are in the file).
     pub trainable: TrainablePolicy,
     /// The SVD sign rule the factors followed ([`SIGN_RULE`]).
@@ -53,7 +54,7 @@ pub struct AdapterManifest {
 impl AdapterManifest {
     /// A manifest for a fresh adapter.
     pub fn new(
-        adapter: AdapterConfig,
+        adapter: Option<AdapterConfig>,
         trainable: TrainablePolicy,
         model: &str,
         base: Option<BaseIdentity>,
@@ -202,7 +203,11 @@ pub fn save_adapter<B: Backend, M: Module<B>>(
     info.insert("format".to_string(), "salt-adapter".to_string());
     info.insert(
         "method".to_string(),
-        manifest.adapter.method.name().to_string(),
+        manifest
+            .adapter
+            .as_ref()
+            .map_or("none", |a| a.method.name())
+            .to_string(),
     );
     let data = safetensors::serialize(views, Some(info)).map_err(|source| Error::Safetensors {
         path: weights.clone(),
@@ -256,6 +261,13 @@ impl AdapterTensors {
             tensors.insert(key, (view.shape().to_vec(), values));
         }
         Ok(Self { file, tensors })
+    }
+
+    /// The shape and values of `key`.
+    pub fn get(&self, key: &str) -> Option<(&[usize], &[f32])> {
+        self.tensors
+            .get(key)
+            .map(|(s, v)| (s.as_slice(), v.as_slice()))
     }
 
     /// The keys in the file.

@@ -495,7 +495,7 @@ fn save_then_load_reproduces_outputs_exactly() {
         inject(&mut trained, &config).unwrap();
         let mut trained = trained.map(&mut Perturb(StdRng::seed_from_u64(5), Vec::new()));
         trained.norm.gamma = trained.norm.gamma.clone().map(|g| g.mul_scalar(1.5));
-        let manifest = AdapterManifest::new(config.clone(), policy.clone(), "toy", None);
+        let manifest = AdapterManifest::new(Some(config.clone()), policy.clone(), "toy", None);
         let out = dir.path().join(method.name());
         save_adapter::<TestBackend, _>(&trained, &manifest, &out).unwrap();
 
@@ -510,7 +510,7 @@ fn save_then_load_reproduces_outputs_exactly() {
         fresh.norm.beta = trained.norm.beta.clone();
         let read = AdapterManifest::read(&out).unwrap();
         assert_eq!(read, manifest);
-        inject(&mut fresh, &read.adapter).unwrap();
+        inject(&mut fresh, read.adapter.as_ref().unwrap()).unwrap();
         let tensors = AdapterTensors::read(&out).unwrap();
         let loaded =
             load_adapter_tensors::<TestBackend, _>(fresh, &read.trainable, &tensors).unwrap();
@@ -539,7 +539,8 @@ fn adapter_files_hold_no_svd_factors() {
         ..all_targets(salt_method(SaltInit::Reference))
     };
     inject(&mut toy, &config).unwrap();
-    let manifest = AdapterManifest::new(config, TrainablePolicy::adapters_only(), "toy", None);
+    let manifest =
+        AdapterManifest::new(Some(config), TrainablePolicy::adapters_only(), "toy", None);
     save_adapter::<TestBackend, _>(&toy, &manifest, dir.path()).unwrap();
     let keys: Vec<String> = AdapterTensors::read(dir.path())
         .unwrap()
@@ -574,7 +575,7 @@ fn missing_unexpected_and_misshapen_keys_are_named() {
     inject(&mut toy, &config(1)).unwrap();
     save_adapter::<TestBackend, _>(
         &toy,
-        &AdapterManifest::new(config(1), policy.clone(), "toy", None),
+        &AdapterManifest::new(Some(config(1)), policy.clone(), "toy", None),
         dir.path(),
     )
     .unwrap();

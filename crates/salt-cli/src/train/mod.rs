@@ -1,3 +1,7 @@
 //! Fine-tuning: loss, schedule, loop, checkpoints, curves.
 
+pub mod config;
 pub mod loss;
+pub mod run;
+pub mod schedule;
+pub mod upsample;
