@@ -92,6 +92,8 @@ fn clip8(acc: i64) -> u8 {
 }
 
 /// One 8-bit convolution pass along x (`horizontal`) or y, Pillow's `ImagingResample*_8bpc`.
+/// Accumulates in `i32` exactly as Pillow does (bilinear weights are non-negative, so the sum
+/// stays below `255 · 2^22 + 2^21 < 2^31`).
 fn pass_u8(
     src: &[u8],
     w: usize,
@@ -101,33 +103,49 @@ fn pass_u8(
     horizontal: bool,
 ) -> Vec<u8> {
     let k = fixed_point(&coeffs.weights);
-    let (out_w, out_h) = if horizontal {
-        (coeffs.bounds.len(), h)
-    } else {
-        (w, coeffs.bounds.len())
-    };
-    let mut out = vec![0u8; out_w * out_h * channels];
-    let half = 1i64 << (PRECISION_BITS - 1);
-    for yy in 0..out_h {
-        for xx in 0..out_w {
-            let o = coeffs_index(horizontal, xx, yy);
-            let (start, taps) = coeffs.bounds[o];
-            let kk = &k[o * coeffs.ksize..o * coeffs.ksize + taps];
-            for c in 0..channels {
-                let mut acc = half;
-                for (t, &kt) in kk.iter().enumerate() {
-                    let (sx, sy) = if horizontal {
-                        (start + t, yy)
-                    } else {
-                        (xx, start + t)
-                    };
-                    acc += i64::from(src[(sy * w + sx) * channels + c]) * i64::from(kt);
+    let half = 1i32 << (PRECISION_BITS - 1);
+    if horizontal {
+        let out_w = coeffs.bounds.len();
+        let mut out = vec![0u8; out_w * h * channels];
+        let mut acc = vec![0i32; channels];
+        for (src_row, out_row) in
+            src.chunks_exact(w * channels).zip(out.chunks_exact_mut(out_w * channels))
+        {
+            for (xx, &(start, taps)) in coeffs.bounds.iter().enumerate() {
+                let kk = &k[xx * coeffs.ksize..xx * coeffs.ksize + taps];
+                acc.fill(half);
+                let pixels = &src_row[start * channels..(start + taps) * channels];
+                for (px, &kt) in pixels.chunks_exact(channels).zip(kk) {
+                    for (a, &v) in acc.iter_mut().zip(px) {
+                        *a += i32::from(v) * kt;
+                    }
                 }
-                out[(yy * out_w + xx) * channels + c] = clip8(acc);
+                for (o, &a) in out_row[xx * channels..(xx + 1) * channels].iter_mut().zip(&acc) {
+                    *o = clip8(i64::from(a));
+                }
             }
         }
+        out
+    } else {
+        let row_len = w * channels;
+        let out_h = coeffs.bounds.len();
+        let mut out = vec![0u8; row_len * out_h];
+        let mut acc = vec![0i32; row_len];
+        for (yy, &(start, taps)) in coeffs.bounds.iter().enumerate() {
+            let kk = &k[yy * coeffs.ksize..yy * coeffs.ksize + taps];
+            acc.fill(half);
+            for (t, &kt) in kk.iter().enumerate() {
+                let row = &src[(start + t) * row_len..(start + t + 1) * row_len];
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += i32::from(v) * kt;
+                }
+            }
+            for (o, &a) in out[yy * row_len..(yy + 1) * row_len].iter_mut().zip(&acc) {
+                *o = clip8(i64::from(a));
+            }
+        }
+        out
     }
-    out
 }
 
 fn coeffs_index(horizontal: bool, xx: usize, yy: usize) -> usize {

@@ -135,7 +135,15 @@ fn grow(rng: &mut StdRng, p: &TreeParams, w: f64, h: f64) -> Vec<Vec<f64>> {
     let mut stack: Vec<(f64, f64, f64, f64, usize)> = p
         .roots
         .iter()
-        .map(|&(x, y, a)| (x, y, a, p.radius.max(1.5 * p.min_radius) * rng.random_range(0.8..1.2), 0))
+        .map(|&(x, y, a)| {
+            (
+                x,
+                y,
+                a,
+                p.radius.max(1.5 * p.min_radius) * rng.random_range(0.8..1.2),
+                0,
+            )
+        })
         .collect();
     let margin = 4.0 * p.radius;
     while let Some((mut x, mut y, mut a, mut r, depth)) = stack.pop() {
