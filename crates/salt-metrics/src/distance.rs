@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::edt::squared_edt;
+use crate::edt::squared_distances_at;
 use crate::error::Error;
 use crate::percentile::percentile;
 use crate::surface::{crop, surface_of, union_bbox};
@@ -93,13 +93,11 @@ fn directed(
     features: &[bool],
     spacing: [f64; 2],
 ) -> Vec<f64> {
-    let d2 = squared_edt(width, height, features, spacing);
-    query
-        .iter()
-        .zip(&d2)
-        .filter(|(&q, _)| q)
-        .map(|(_, &d)| d.sqrt())
-        .collect()
+    let mut d = squared_distances_at(width, height, query, features, spacing);
+    for v in &mut d {
+        *v = v.sqrt();
+    }
+    d
 }
 
 /// Surface distances between two row-major masks of the same size; `None` when either is empty.

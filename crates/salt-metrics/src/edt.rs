@@ -13,6 +13,9 @@ use crate::mask::Mask;
 /// Row distance meaning "no feature in this column".
 const NO_FEATURE: u32 = u32::MAX;
 
+/// Columns on each side of a query used to bound its answer before building the envelope.
+const BOUND_REACH: usize = 3;
+
 /// Squared Euclidean distance from every pixel to the nearest `true` pixel of `features`
 /// (row-major `width x height`), with `spacing = [sy, sx]`. `f64::INFINITY` everywhere when
 /// there is no feature.
@@ -34,91 +37,255 @@ pub(crate) fn squared_edt(
     if width == 0 || height == 0 {
         return out;
     }
-    let [sy, sx] = spacing;
-
-    // Pass 1: rows to the nearest feature in the same column (saturating at NO_FEATURE).
-    let mut dy = vec![NO_FEATURE; width * height];
-    for y in 0..height {
-        let row = y * width;
-        for x in 0..width {
-            dy[row + x] = if features[row + x] {
-                0
-            } else if y == 0 {
-                NO_FEATURE
-            } else {
-                dy[row - width + x].saturating_add(1)
-            };
-        }
-    }
-    for y in (0..height - 1).rev() {
-        let (head, tail) = dy.split_at_mut((y + 1) * width);
-        let cur = &mut head[y * width..];
-        let below = &tail[..width];
-        for (c, &b) in cur.iter_mut().zip(below) {
-            *c = (*c).min(b.saturating_add(1));
-        }
-    }
-
-    // Pass 2: lower envelope of parabolas along each row.
-    let wx = sx * sx;
+    let dy = column_distances(width, height, features);
+    let mut env = Envelope::new(width);
     let mut g = vec![0.0f64; width];
-    let mut v = vec![0usize; width];
-    let mut z = vec![0.0f64; width + 1];
     for y in 0..height {
         let row = y * width;
-        for (gx, &d) in g.iter_mut().zip(&dy[row..row + width]) {
-            *gx = if d == NO_FEATURE {
-                f64::INFINITY
-            } else {
-                (sy * d as f64).powi(2)
-            };
-        }
-        lower_envelope(&g, wx, &mut v, &mut z, &mut out[row..row + width]);
+        squared_row(&dy[row..row + width], spacing[0], &mut g);
+        let finite = g.iter().enumerate().filter(|(_, v)| v.is_finite());
+        env.build(finite.map(|(q, &v)| (q, v)), spacing[1] * spacing[1]);
+        let mut cells = out[row..row + width].iter_mut();
+        env.evaluate(0..width, |d| {
+            if let Some(c) = cells.next() {
+                *c = d;
+            }
+        });
     }
     out
 }
 
-/// One row of Felzenszwalb–Huttenlocher: `out[p] = min_q g[q] + w (p - q)²`, skipping `q` with
-/// `g[q] = ∞` (they never win, and keeping them would put ∞ − ∞ into the intersections).
-fn lower_envelope(g: &[f64], w: f64, v: &mut [usize], z: &mut [f64], out: &mut [f64]) {
-    let n = g.len();
-    let mut k = 0usize; // parabolas in the envelope
-    for q in 0..n {
-        if g[q].is_infinite() {
+/// Squared distances from each `query` pixel to the nearest `features` pixel, in row-major order
+/// of the query pixels (`f64::INFINITY` when there is no feature).
+///
+/// Same transform as [`squared_edt`], evaluated only where it is needed: in each row, the nearest
+/// feature of a query at column `p` lies in a column `q` with `sx² (p − q)² ≤ u(p)` for any upper
+/// bound `u(p)` of the answer (we take the best of the columns within [`BOUND_REACH`] of `p`), so
+/// the envelope is built only from the columns within `√(u(p)) / sx` of some query of the row. The result is exact, the worst case stays linear, and
+/// on vessel masks, whose surfaces lie close to each other, most columns are never touched.
+///
+/// # Panics
+/// When a buffer's length is not `width * height`.
+pub(crate) fn squared_distances_at(
+    width: usize,
+    height: usize,
+    query: &[bool],
+    features: &[bool],
+    spacing: [f64; 2],
+) -> Vec<f64> {
+    assert_eq!(
+        features.len(),
+        width * height,
+        "feature buffer does not match its size"
+    );
+    assert_eq!(
+        query.len(),
+        width * height,
+        "query buffer does not match its size"
+    );
+    let mut result = Vec::new();
+    if width == 0 || height == 0 {
+        return result;
+    }
+    let dy = column_distances(width, height, features);
+    let [sy, sx] = spacing;
+    let w = sx * sx;
+    let g = |d: u32| {
+        if d == NO_FEATURE {
+            f64::INFINITY
+        } else {
+            (sy * d as f64).powi(2)
+        }
+    };
+    let mut env = Envelope::new(width);
+    let mut columns: Vec<usize> = Vec::new();
+    let mut intervals: Vec<(usize, usize)> = Vec::new();
+    let mut candidates: Vec<usize> = Vec::new();
+    for y in 0..height {
+        let row = y * width;
+        columns.clear();
+        set_positions(&query[row..row + width], &mut columns);
+        if columns.is_empty() {
             continue;
         }
-        let fq = g[q] + w * (q * q) as f64;
-        loop {
-            if k == 0 {
-                v[0] = q;
-                z[0] = f64::NEG_INFINITY;
-                k = 1;
-                break;
-            }
-            let p = v[k - 1];
-            let s = (fq - (g[p] + w * (p * p) as f64)) / (2.0 * w * (q - p) as f64);
-            if s <= z[k - 1] {
-                k -= 1;
+        let g_row = &dy[row..row + width];
+        // Candidate columns: the union of [p − r, p + r] over the row's queries.
+        intervals.clear();
+        for &p in &columns {
+            // Upper bound of the answer at p from the columns next to it (any candidate bounds
+            // the minimum); a tighter bound than g(p) alone when the nearest feature lies to the
+            // side, where the column's own vertical distance is large.
+            let lo_n = p.saturating_sub(BOUND_REACH);
+            let hi_n = (p + BOUND_REACH).min(width - 1);
+            let gp = (lo_n..=hi_n)
+                .map(|q| g(g_row[q]) + w * (p.abs_diff(q) as f64).powi(2))
+                .fold(f64::INFINITY, f64::min);
+            intervals.push(if gp.is_infinite() {
+                (0, width - 1)
             } else {
-                v[k] = q;
-                z[k] = s;
-                k += 1;
-                break;
+                // +1 column of slack against rounding in the square root.
+                let r = (gp / w).sqrt() as usize + 1;
+                (p.saturating_sub(r), (p + r).min(width - 1))
+            });
+        }
+        intervals.sort_unstable();
+        candidates.clear();
+        let mut next = 0usize; // first column not yet added
+        for &(lo, hi) in &intervals {
+            let start = lo.max(next);
+            if start <= hi {
+                let span = g_row[start..=hi].iter().enumerate();
+                candidates.extend(
+                    span.filter(|(_, &d)| d != NO_FEATURE)
+                        .map(|(i, _)| start + i),
+                );
             }
+            next = next.max(hi + 1);
+        }
+        env.build(candidates.iter().map(|&q| (q, g(g_row[q]))), w);
+        env.evaluate(columns.iter().copied(), |d| result.push(d));
+    }
+    result
+}
+
+/// Appends the indices of the `true` entries of `row`. Queries are sparse (surfaces), so whole
+/// blocks are skipped with a vectorised `any` first.
+fn set_positions(row: &[bool], out: &mut Vec<usize>) {
+    const BLOCK: usize = 32;
+    for (b, block) in row.chunks(BLOCK).enumerate() {
+        if block.iter().fold(false, |acc, &v| acc | v) {
+            out.extend(
+                block
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v)
+                    .map(|(i, _)| b * BLOCK + i),
+            );
         }
     }
-    if k == 0 {
-        out.fill(f64::INFINITY);
-        return;
+}
+
+/// Pass 1: for each pixel, the number of rows to the nearest feature in its column
+/// (`NO_FEATURE` when the column has none). Whole rows at a time, so both sweeps vectorise.
+fn column_distances(width: usize, height: usize, features: &[bool]) -> Vec<u32> {
+    let mut dy = vec![NO_FEATURE; width * height];
+    for (d, &f) in dy[..width].iter_mut().zip(&features[..width]) {
+        *d = if f { 0 } else { NO_FEATURE };
     }
-    z[k] = f64::INFINITY;
-    let mut j = 0usize;
-    for (p, o) in out.iter_mut().enumerate() {
-        while z[j + 1] < p as f64 {
-            j += 1;
+    for y in 1..height {
+        let (done, rest) = dy.split_at_mut(y * width);
+        let prev = &done[(y - 1) * width..];
+        let feats = &features[y * width..(y + 1) * width];
+        for ((c, &p), &f) in rest[..width].iter_mut().zip(prev).zip(feats) {
+            // Branch-free `if f { 0 } else { p + 1 }` (the mask is 0 for a feature, all ones
+            // otherwise), which vectorises.
+            *c = p.saturating_add(1) & u32::from(f).wrapping_sub(1);
         }
-        let d = p.abs_diff(v[j]) as f64;
-        *o = w * d * d + g[v[j]];
+    }
+    for y in (0..height - 1).rev() {
+        let (head, tail) = dy.split_at_mut((y + 1) * width);
+        for (c, &b) in head[y * width..].iter_mut().zip(&tail[..width]) {
+            *c = (*c).min(b.saturating_add(1));
+        }
+    }
+    dy
+}
+
+/// `g(q) = (sy · dy(q))²`, ∞ for columns without a feature.
+fn squared_row(dy: &[u32], sy: f64, g: &mut [f64]) {
+    for (gx, &d) in g.iter_mut().zip(dy) {
+        *gx = if d == NO_FEATURE {
+            f64::INFINITY
+        } else {
+            (sy * d as f64).powi(2)
+        };
+    }
+}
+
+/// Work buffers of one Felzenszwalb–Huttenlocher row transform.
+struct Envelope {
+    /// Apex positions of the parabolas in the lower envelope.
+    v: Vec<usize>,
+    /// Their heights `g(v)`.
+    gv: Vec<f64>,
+    /// Left boundary of parabola `i`'s interval as a fraction `num[i] / den[i]` (`den > 0`):
+    /// comparing fractions by cross-multiplication keeps divisions out of the inner loop.
+    num: Vec<f64>,
+    den: Vec<f64>,
+    /// Parabolas in the envelope.
+    k: usize,
+    /// `sx²` of the last build.
+    w: f64,
+}
+
+impl Envelope {
+    fn new(n: usize) -> Self {
+        Self {
+            v: vec![0; n],
+            gv: vec![0.0; n],
+            num: vec![0.0; n],
+            den: vec![0.0; n],
+            k: 0,
+            w: 1.0,
+        }
+    }
+
+    /// Builds the lower envelope of the parabolas `g + w (x − q)²` for `(q, g)` in `parabolas`
+    /// (ascending `q`, finite `g`). The parabolas at `p < q` intersect at
+    /// `s = (f(q) − f(p)) / (2w (q − p))` with `f(q) = g(q) + w q²`.
+    fn build(&mut self, parabolas: impl Iterator<Item = (usize, f64)>, w: f64) {
+        let Self {
+            v, gv, num, den, ..
+        } = self;
+        let mut k = 0usize; // parabolas in the envelope
+        for (q, gq) in parabolas {
+            let fq = gq + w * (q * q) as f64;
+            while k > 0 {
+                let p = v[k - 1];
+                let sn = fq - (gv[k - 1] + w * (p * p) as f64);
+                let sd = 2.0 * w * (q - p) as f64;
+                // Pop the top parabola while the new intersection lies left of its interval
+                // start (`k == 1`: its interval starts at −∞, never pop).
+                if k > 1 && sn * den[k - 1] <= num[k - 1] * sd {
+                    k -= 1;
+                } else {
+                    num[k] = sn;
+                    den[k] = sd;
+                    break;
+                }
+            }
+            v[k] = q;
+            gv[k] = gq;
+            k += 1;
+        }
+        self.k = k;
+        self.w = w;
+    }
+
+    /// Passes `min_q g(q) + w (p − q)²` to `sink` for each column `p` of `columns` (ascending),
+    /// from the envelope of the last [`Self::build`]; ∞ when it holds no parabola.
+    fn evaluate(&self, columns: impl Iterator<Item = usize>, mut sink: impl FnMut(f64)) {
+        let Self {
+            v,
+            gv,
+            num,
+            den,
+            k,
+            w,
+        } = self;
+        let mut j = 0usize;
+        for p in columns {
+            if *k == 0 {
+                sink(f64::INFINITY);
+                continue;
+            }
+            let pf = p as f64;
+            while j + 1 < *k && num[j + 1] < pf * den[j + 1] {
+                j += 1;
+            }
+            let d = p.abs_diff(v[j]) as f64;
+            sink(w * d * d + gv[j]);
+        }
     }
 }
 
@@ -200,6 +367,21 @@ mod tests {
             let slow = brute(&m, [1.0, 1.0]);
             for (a, b) in fast.iter().zip(&slow) {
                 assert!(a == b || (a - b).abs() <= EXACT, "case {case}: {a} vs {b}");
+            }
+            let query = Mask::from_fn(w, h, |_, _| next() % 3 == 0);
+            for spacing in [[1.0, 1.0], [0.7, 1.3], [2.5, 0.4]] {
+                let full = squared_edt(w, h, m.data(), spacing);
+                let at: Vec<f64> = full
+                    .iter()
+                    .zip(query.data())
+                    .filter(|(_, &q)| q)
+                    .map(|(&d, _)| d)
+                    .collect();
+                assert_eq!(
+                    squared_distances_at(w, h, query.data(), m.data(), spacing),
+                    at,
+                    "case {case}"
+                );
             }
             let spacing = [0.7, 1.3];
             let fast = squared_edt(w, h, m.data(), spacing);

@@ -62,6 +62,17 @@ pub enum EmptyMask {
     Both,
 }
 
+impl EmptyMask {
+    /// The name used in JSON and CSV: `pred`, `target` or `both`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pred => "pred",
+            Self::Target => "target",
+            Self::Both => "both",
+        }
+    }
+}
+
 /// Pixel counts of the confusion matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Confusion {
@@ -177,16 +188,20 @@ pub fn evaluate(pred: &Mask, target: &Mask, opts: &MetricOptions) -> Result<Metr
 }
 
 fn confusion(pred: &[bool], target: &[bool]) -> Confusion {
-    let mut c = Confusion::default();
+    // Branch-free counts (vectorises); tn follows from the total.
+    let (mut tp, mut np, mut nt) = (0u64, 0u64, 0u64);
     for (&p, &t) in pred.iter().zip(target) {
-        match (p, t) {
-            (true, true) => c.tp += 1,
-            (true, false) => c.fp += 1,
-            (false, true) => c.fn_ += 1,
-            (false, false) => c.tn += 1,
-        }
+        tp += (p & t) as u64;
+        np += p as u64;
+        nt += t as u64;
     }
-    c
+    let n = pred.len() as u64;
+    Confusion {
+        tp,
+        fp: np - tp,
+        fn_: nt - tp,
+        tn: n + tp - np - nt,
+    }
 }
 
 /// clDice = `2 Tprec Tsens / (Tprec + Tsens)` with `Tprec = |S(P) ∩ T| / |S(P)|` and
@@ -273,6 +288,9 @@ mod tests {
         );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["empty"], "both");
+        for e in [EmptyMask::Pred, EmptyMask::Target, EmptyMask::Both] {
+            assert_eq!(serde_json::to_value(e).unwrap(), e.name());
+        }
         assert!(json["hd95"].is_null());
         assert_eq!(json["definition"], "monai");
     }

@@ -12,25 +12,25 @@ pub fn surface(mask: &Mask) -> Mask {
         .unwrap_or_else(|_| unreachable!("surface_of keeps the size"))
 }
 
-/// [`surface`] on a row-major buffer.
+/// [`surface`] on a row-major buffer. Row by row over slices (the inner loop vectorises).
 pub(crate) fn surface_of(width: usize, height: usize, m: &[bool]) -> Vec<bool> {
-    let mut out = vec![false; m.len()];
-    for y in 0..height {
+    let mut out = m.to_vec();
+    if width < 3 || height < 3 {
+        // Every foreground pixel touches the border.
+        return out;
+    }
+    for y in 1..height - 1 {
         let row = y * width;
-        for x in 0..width {
-            let i = row + x;
-            if !m[i] {
-                continue;
-            }
-            let interior = x > 0
-                && x + 1 < width
-                && y > 0
-                && y + 1 < height
-                && m[i - 1]
-                && m[i + 1]
-                && m[i - width]
-                && m[i + width];
-            out[i] = !interior;
+        let (up, cur, down) = (
+            &m[row - width..row],
+            &m[row..row + width],
+            &m[row + width..row + 2 * width],
+        );
+        let o = &mut out[row + 1..row + width - 1];
+        for (x, o) in o.iter_mut().enumerate() {
+            // x + 1 is the pixel; its left neighbour is cur[x], its right one cur[x + 2].
+            let interior = cur[x] & cur[x + 2] & up[x + 1] & down[x + 1];
+            *o = cur[x + 1] & !interior;
         }
     }
     out
@@ -44,14 +44,20 @@ pub(crate) fn union_bbox(
     b: &[bool],
 ) -> Option<(usize, usize, usize, usize)> {
     let mut bbox: Option<(usize, usize, usize, usize)> = None;
-    for (i, (&p, &q)) in a.iter().zip(b).enumerate() {
-        if p || q {
-            let (x, y) = (i % width, i / width);
-            bbox = Some(match bbox {
-                None => (x, y, x, y),
-                Some((x0, y0, x1, y1)) => (x0.min(x), y0.min(y), x1.max(x), y1.max(y)),
-            });
-        }
+    for (y, (ra, rb)) in a.chunks_exact(width).zip(b.chunks_exact(width)).enumerate() {
+        let first = ra.iter().zip(rb).position(|(&p, &q)| p | q);
+        let Some(x0) = first else { continue };
+        let x1 = width
+            - 1
+            - ra.iter()
+                .zip(rb)
+                .rev()
+                .position(|(&p, &q)| p | q)
+                .unwrap_or(0);
+        bbox = Some(match bbox {
+            None => (x0, y, x1, y),
+            Some((bx0, by0, bx1, _)) => (bx0.min(x0), by0, bx1.max(x1), y),
+        });
     }
     bbox
 }

@@ -25,7 +25,7 @@ fn definition() -> impl Strategy<Value = DistanceDefinition> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 300, rng_seed: proptest::test_runner::RngSeed::Fixed(7), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn dice_and_hd_are_symmetric((p, t) in mask_pair(), spacing in spacing(), definition in definition()) {
