@@ -20,6 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The main job: synthetic vessels, fine-tune a small SAM with SALT on the CPU, report.
+    Demo(cmd::demo::Args),
+    /// Fine-tune SAM with SALT, LoRA, S-SAM, full fine-tuning or the decoder only.
+    Train(cmd::train::Args),
     /// List the backends compiled into this binary and whether each can run here.
     Devices(cmd::devices::Args),
     /// Synthetic vessel datasets, dataset checks, imports and splits.
@@ -32,6 +36,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log);
     let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Train(args) => cmd::train::run(args),
         Command::Devices(args) => cmd::devices::run(args),
         Command::Data(args) => cmd::data::run(args),
         Command::Predict(args) => cmd::predict::run(args),

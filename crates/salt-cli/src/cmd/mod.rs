@@ -1,5 +1,7 @@
 //! One module per subcommand: each has `Args` (clap) and `run(args) -> anyhow::Result<()>`.
 
 pub mod data;
+pub mod demo;
 pub mod devices;
 pub mod predict;
+pub mod train;

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod loss;
+pub mod qualitative;
 pub mod run;
 pub mod schedule;
 pub mod upsample;

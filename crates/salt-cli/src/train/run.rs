@@ -187,10 +187,14 @@ impl<B: Backend> ModuleMapper<B> for IdSetter<'_> {
 }
 
 /// Builds the model of `cfg`: preset, base checkpoint, adapter, trainable policy.
+///
+/// Random base weights (no checkpoint) come from the backend's generator, seeded here from
+/// `cfg.seed`, so a resumed run or an evaluation rebuilds the same frozen weights.
 pub fn build_model<B: Backend>(
     cfg: &TrainConfig,
     device: &B::Device,
 ) -> Result<(Sam<B>, TrainablePolicy, usize)> {
+    B::seed(device, seed_for(cfg.seed, 0, 0));
     let sam_config = model_config(&cfg.model)?;
     let mut sam = sam_config.init::<B>(device).context("building the model")?;
     if let Some(ckpt) = &cfg.checkpoint {
@@ -382,9 +386,6 @@ pub fn train<B: AutodiffBackend>(
     }
     salt_core::write_atomic(&out.join(CONFIG_FILE), cfg_text.as_bytes())?;
 
-    // Random base weights (no checkpoint) come from the backend's generator: seed it, so that a
-    // resumed run rebuilds the same frozen weights.
-    B::seed(device, seed_for(cfg.seed, 0, 0));
     let (mut sam, policy, adapted) = build_model::<B>(cfg, device)?;
     let params = ParamReport::new::<B, _>(&sam, &policy, 0);
     tracing::info!(
