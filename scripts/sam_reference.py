@@ -29,6 +29,7 @@ Files written to --out:
         {case}.point_coords             [N, 2]     original pixels (x, y), only if the case has points
         {case}.point_labels             [N]        1 foreground, 0 background
         {case}.box                      [4]        original pixels x0, y0, x1, y1
+        {case}.mask_input               [1, 4g, 4g] low-res logits given as the mask prompt
         {case}.{multi|single}.low_res_logits  [1, M, 4g, 4g]
         {case}.{multi|single}.iou_predictions [1, M]
         {case}.{multi|single}.masks_logits    [1, M, H, W]  at the original size
@@ -186,6 +187,8 @@ def cases(w: int, h: int):
             box=[0.55 * w, 0.15 * h, 0.9 * w, 0.75 * h], points=[[0.7 * w, 0.4 * h]], labels=[1]
         ),
         "none": dict(),
+        # The point again, with the "point" case's single-mask low-res logits as mask input.
+        "point_mask": dict(points=[[0.4 * w, 0.5 * h]], labels=[1], mask_from="point"),
     }
 
 
@@ -352,11 +355,16 @@ def main() -> int:
                 out[f"{name}.point_labels"] = labels
             if box is not None:
                 out[f"{name}.box"] = box
+            mask_input = None
+            if "mask_from" in case:
+                mask_input = out[f"{case['mask_from']}.single.low_res_logits"][0]  # [1, 4g, 4g]
+                out[f"{name}.mask_input"] = mask_input
             for multimask in (True, False):
                 masks, iou, low = predictor.predict(
                     point_coords=coords,
                     point_labels=labels,
                     box=box,
+                    mask_input=mask_input,
                     multimask_output=multimask,
                     return_logits=True,
                 )

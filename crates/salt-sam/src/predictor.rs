@@ -14,6 +14,9 @@ pub struct ImagePrompt {
     pub points: Vec<([f32; 2], i64)>,
     /// `(x0, y0, x1, y1)`.
     pub bbox: Option<[f32; 4]>,
+    /// A mask prompt: `4g × 4g` row-major low-resolution logits, e.g. one plane of a previous
+    /// prediction's `low_res_logits` (256×256 for stock SAM).
+    pub mask_input: Option<Vec<f32>>,
 }
 
 /// Masks for one image and one prompt.
@@ -84,6 +87,21 @@ impl<B: Backend> Sam<B> {
             let b = transform.apply_box(b);
             prompts.boxes = Some(Tensor::from_data(
                 TensorData::new(b.to_vec(), [1, 4]),
+                &device,
+            ));
+        }
+        if let Some(mask) = &prompt.mask_input {
+            let [gh, gw] = self.prompt_encoder.image_embedding_size;
+            let (mh, mw) = (4 * gh, 4 * gw);
+            if mask.len() != mh * mw {
+                return Err(Error::InvalidPrompt(format!(
+                    "mask input has {} values; expected {mh}×{mw} = {} low-resolution logits",
+                    mask.len(),
+                    mh * mw
+                )));
+            }
+            prompts.masks = Some(Tensor::from_data(
+                TensorData::new(mask.clone(), [1, 1, mh, mw]),
                 &device,
             ));
         }

@@ -27,7 +27,7 @@ const MASK_MARGIN: f32 = 1e-2;
 /// `preprocess` does the same f32 operations as PyTorch: equal up to rounding.
 const TOL_PREPROCESS: f64 = 1e-6;
 
-const CASES: &[&str] = &["point", "pos_neg", "box", "box_point", "none"];
+const CASES: &[&str] = &["point", "pos_neg", "box", "box_point", "none", "point_mask"];
 
 struct Reference {
     tensors: BTreeMap<String, TensorData>,
@@ -87,6 +87,10 @@ impl Reference {
         if self.get(&bkey).is_some() {
             let b = self.f32(&bkey);
             prompt.bbox = Some([b[0], b[1], b[2], b[3]]);
+        }
+        let mkey = format!("{case}.mask_input");
+        if self.get(&mkey).is_some() {
+            prompt.mask_input = Some(self.f32(&mkey));
         }
         prompt
     }

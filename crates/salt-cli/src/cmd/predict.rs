@@ -173,6 +173,7 @@ fn predict<B: Backend>(args: Args, image: Image8, device: &B::Device) -> Result<
     let prompt = ImagePrompt {
         points: args.points.clone(),
         bbox: args.bbox,
+        mask_input: None,
     };
     spinner.set_message("decoding the prompts");
     let pred = sam
