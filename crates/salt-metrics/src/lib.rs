@@ -50,3 +50,8 @@ pub use mask::Mask;
 pub use percentile::percentile;
 pub use skeleton::skeletonize;
 pub use surface::surface;
+
+/// Compiles and runs the README's snippet as a doctest.
+#[cfg(all(doctest, feature = "image"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
