@@ -61,8 +61,11 @@ pub(crate) fn squared_edt(
 /// Same transform as [`squared_edt`], evaluated only where it is needed: in each row, the nearest
 /// feature of a query at column `p` lies in a column `q` with `sx² (p − q)² ≤ u(p)` for any upper
 /// bound `u(p)` of the answer (we take the best of the columns within [`BOUND_REACH`] of `p`), so
-/// the envelope is built only from the columns within `√(u(p)) / sx` of some query of the row. The result is exact, the worst case stays linear, and
-/// on vessel masks, whose surfaces lie close to each other, most columns are never touched.
+/// the envelope is built only from the columns within `√(u(p)) / sx` of some query of the row.
+/// The result is exact. Cost: the linear column pass, then per row O(candidate columns) for the
+/// envelope plus O(Q log Q) to order the Q query intervals (no sort when they arrive ordered, the
+/// usual case); on vessel masks, whose surfaces lie close to each other, most columns are never
+/// touched.
 ///
 /// # Panics
 /// When a buffer's length is not `width * height`.
@@ -128,7 +131,9 @@ pub(crate) fn squared_distances_at(
                 (p.saturating_sub(r), (p + r).min(width - 1))
             });
         }
-        intervals.sort_unstable();
+        if !intervals.is_sorted() {
+            intervals.sort_unstable();
+        }
         candidates.clear();
         let mut next = 0usize; // first column not yet added
         for &(lo, hi) in &intervals {
