@@ -10,8 +10,43 @@
 
 use crate::mask::Mask;
 
-/// Row distance meaning "no feature in this column".
-const NO_FEATURE: u32 = u32::MAX;
+/// Unsigned row counts of pass 1: `u16` when the image has fewer than 65535 rows (half the memory
+/// traffic of `u32`), `u32` otherwise. `NONE` (the type's maximum) means "no feature in this
+/// column"; counts saturate there, and a real count never reaches it because it is below the
+/// height.
+trait RowCount: Copy + Ord {
+    const NONE: Self;
+    /// `self + 1`, saturating at `NONE`.
+    fn step(self) -> Self;
+    /// `if feature { 0 } else { self }` without a branch (so the sweep vectorises).
+    fn unless(self, feature: bool) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! row_count {
+    ($t:ty) => {
+        impl RowCount for $t {
+            const NONE: Self = <$t>::MAX;
+            fn step(self) -> Self {
+                self.saturating_add(1)
+            }
+            fn unless(self, feature: bool) -> Self {
+                // The mask is 0 for a feature, all ones otherwise.
+                self & <$t>::from(feature).wrapping_sub(1)
+            }
+            fn to_f64(self) -> f64 {
+                f64::from(self)
+            }
+        }
+    };
+}
+row_count!(u16);
+row_count!(u32);
+
+/// Whether `u16` row counts suffice for `height` rows.
+fn short_counts(height: usize) -> bool {
+    height < usize::from(u16::MAX)
+}
 
 /// Columns on each side of a query used to bound its answer before building the envelope.
 const BOUND_REACH: usize = 3;
@@ -33,11 +68,24 @@ pub(crate) fn squared_edt(
         width * height,
         "feature buffer does not match its size"
     );
+    if short_counts(height) {
+        squared_edt_with::<u16>(width, height, features, spacing)
+    } else {
+        squared_edt_with::<u32>(width, height, features, spacing)
+    }
+}
+
+fn squared_edt_with<T: RowCount>(
+    width: usize,
+    height: usize,
+    features: &[bool],
+    spacing: [f64; 2],
+) -> Vec<f64> {
     let mut out = vec![f64::INFINITY; width * height];
     if width == 0 || height == 0 {
         return out;
     }
-    let dy = column_distances(width, height, features);
+    let dy = column_distances::<T>(width, height, features);
     let mut env = Envelope::new(width);
     let mut g = vec![0.0f64; width];
     for y in 0..height {
@@ -86,18 +134,32 @@ pub(crate) fn squared_distances_at(
         width * height,
         "query buffer does not match its size"
     );
+    if short_counts(height) {
+        squared_distances_at_with::<u16>(width, height, query, features, spacing)
+    } else {
+        squared_distances_at_with::<u32>(width, height, query, features, spacing)
+    }
+}
+
+fn squared_distances_at_with<T: RowCount>(
+    width: usize,
+    height: usize,
+    query: &[bool],
+    features: &[bool],
+    spacing: [f64; 2],
+) -> Vec<f64> {
     let mut result = Vec::new();
     if width == 0 || height == 0 {
         return result;
     }
-    let dy = column_distances(width, height, features);
+    let dy = column_distances::<T>(width, height, features);
     let [sy, sx] = spacing;
     let w = sx * sx;
-    let g = |d: u32| {
-        if d == NO_FEATURE {
+    let g = |d: T| {
+        if d == T::NONE {
             f64::INFINITY
         } else {
-            (sy * d as f64).powi(2)
+            (sy * d.to_f64()).powi(2)
         }
     };
     let mut env = Envelope::new(width);
@@ -140,10 +202,7 @@ pub(crate) fn squared_distances_at(
             let start = lo.max(next);
             if start <= hi {
                 let span = g_row[start..=hi].iter().enumerate();
-                candidates.extend(
-                    span.filter(|(_, &d)| d != NO_FEATURE)
-                        .map(|(i, _)| start + i),
-                );
+                candidates.extend(span.filter(|(_, &d)| d != T::NONE).map(|(i, _)| start + i));
             }
             next = next.max(hi + 1);
         }
@@ -171,38 +230,36 @@ fn set_positions(row: &[bool], out: &mut Vec<usize>) {
 }
 
 /// Pass 1: for each pixel, the number of rows to the nearest feature in its column
-/// (`NO_FEATURE` when the column has none). Whole rows at a time, so both sweeps vectorise.
-fn column_distances(width: usize, height: usize, features: &[bool]) -> Vec<u32> {
-    let mut dy = vec![NO_FEATURE; width * height];
+/// (`T::NONE` when the column has none). Whole rows at a time, so both sweeps vectorise.
+fn column_distances<T: RowCount>(width: usize, height: usize, features: &[bool]) -> Vec<T> {
+    let mut dy = vec![T::NONE; width * height];
     for (d, &f) in dy[..width].iter_mut().zip(&features[..width]) {
-        *d = if f { 0 } else { NO_FEATURE };
+        *d = T::NONE.unless(f);
     }
     for y in 1..height {
         let (done, rest) = dy.split_at_mut(y * width);
         let prev = &done[(y - 1) * width..];
         let feats = &features[y * width..(y + 1) * width];
         for ((c, &p), &f) in rest[..width].iter_mut().zip(prev).zip(feats) {
-            // Branch-free `if f { 0 } else { p + 1 }` (the mask is 0 for a feature, all ones
-            // otherwise), which vectorises.
-            *c = p.saturating_add(1) & u32::from(f).wrapping_sub(1);
+            *c = p.step().unless(f);
         }
     }
     for y in (0..height - 1).rev() {
         let (head, tail) = dy.split_at_mut((y + 1) * width);
         for (c, &b) in head[y * width..].iter_mut().zip(&tail[..width]) {
-            *c = (*c).min(b.saturating_add(1));
+            *c = (*c).min(b.step());
         }
     }
     dy
 }
 
 /// `g(q) = (sy · dy(q))²`, ∞ for columns without a feature.
-fn squared_row(dy: &[u32], sy: f64, g: &mut [f64]) {
+fn squared_row<T: RowCount>(dy: &[T], sy: f64, g: &mut [f64]) {
     for (gx, &d) in g.iter_mut().zip(dy) {
-        *gx = if d == NO_FEATURE {
+        *gx = if d == T::NONE {
             f64::INFINITY
         } else {
-            (sy * d as f64).powi(2)
+            (sy * d.to_f64()).powi(2)
         };
     }
 }
@@ -343,6 +400,29 @@ mod tests {
         let d = distance_transform(&m, [2.0, 0.5]);
         // (x=3, y=2): sqrt((2*2)² + (0.5*3)²) = sqrt(16 + 2.25)
         assert!((d[2 * 4 + 3] - 18.25f64.sqrt()).abs() <= SPACING_TOL);
+    }
+
+    #[test]
+    fn tall_images_use_wide_counts_and_agree() {
+        // 70 000 rows need u32 row counts; the answer is the 1-D distance to the two features.
+        let h = 70_000;
+        let m = Mask::from_fn(1, h, |_, y| y == 5 || y == 69_000);
+        assert!(!short_counts(h));
+        let d = squared_edt(1, h, m.data(), [1.0, 1.0]);
+        for (y, &v) in d.iter().enumerate() {
+            let expected = (y.abs_diff(5).min(y.abs_diff(69_000)) as f64).powi(2);
+            assert_eq!(v, expected, "row {y}");
+        }
+        let q = Mask::from_fn(1, h, |_, y| y % 1000 == 0);
+        let at = squared_distances_at(1, h, q.data(), m.data(), [1.0, 1.0]);
+        let want: Vec<f64> = (0..h).filter(|y| y % 1000 == 0).map(|y| d[y]).collect();
+        assert_eq!(at, want);
+        // u16 and u32 counts give the same transform where both apply.
+        let small = Mask::from_fn(7, 9, |x, y| (x * 3 + y * 5) % 11 == 0);
+        assert_eq!(
+            squared_edt_with::<u16>(7, 9, small.data(), [0.7, 1.3]),
+            squared_edt_with::<u32>(7, 9, small.data(), [0.7, 1.3])
+        );
     }
 
     #[test]
