@@ -24,12 +24,16 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Fine-tune SAM with SALT, LoRA, S-SAM, full fine-tuning or the decoder only.
     Train(cmd::train::Args),
+    /// Evaluate an adapter on a dataset split: per-image CSV, summary, masks, figure.
+    Eval(cmd::eval::Args),
     /// List the backends compiled into this binary and whether each can run here.
     Devices(cmd::devices::Args),
     /// Synthetic vessel datasets, dataset checks, imports and splits.
     Data(cmd::data::Args),
     /// Segment one image with SAM from point / box prompts.
     Predict(cmd::predict::Args),
+    /// Dice, IoU, HD, HD95, ASSD and clDice of predicted masks against targets.
+    Metrics(cmd::metrics::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,9 +42,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::Devices(args) => cmd::devices::run(args),
         Command::Data(args) => cmd::data::run(args),
         Command::Predict(args) => cmd::predict::run(args),
+        Command::Metrics(args) => cmd::metrics::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,5 +3,7 @@
 pub mod data;
 pub mod demo;
 pub mod devices;
+pub mod eval;
+pub mod metrics;
 pub mod predict;
 pub mod train;

@@ -1,0 +1,252 @@
+//! `salt eval`: evaluate an adapter (or a trained run) on a dataset split: per-image CSV,
+//! summary JSON, predicted masks and a qualitative figure.
+//!
+//! Protocols: `original` (default) maps predictions back to each image's original size and
+//! compares them with the original masks; `salt-paper` evaluates as the paper's code did, in the
+//! padded model space (512 × 512 for `salt_paper`), with the resized (bilinear, ≥ 0.5) masks,
+//! Dice smoothed by 1 and the paper's HD95 definition.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use salt_core::{load_adapter_tensors, AdapterManifest, AdapterTensors};
+use salt_data::{Preprocess, Split, VesselBatcher, VesselDataset};
+use salt_metrics::{Accumulator, DistanceDefinition, MetricOptions};
+
+use crate::backend::{dispatch, DeviceSpec, Task};
+use crate::train::config::TrainConfig;
+use crate::train::qualitative::{figure, png_bytes, predict_item};
+use crate::train::run::build_model;
+
+/// Evaluation protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Protocol {
+    /// Metrics at each image's original resolution.
+    Original,
+    /// The paper's: model space with padding, resized masks, smoothed Dice, its HD95.
+    SaltPaper,
+}
+
+/// Arguments of `salt eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Adapter directory (`adapter.safetensors` + `adapter_config.json`), e.g. `runs/x/best`.
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// Base checkpoint; default: the one of the training run (its `config.toml`).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Dataset root.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split to evaluate: train, val or test.
+    #[arg(long, default_value = "val")]
+    pub split: String,
+    /// Evaluation protocol.
+    #[arg(long, value_enum, default_value = "original")]
+    pub protocol: Protocol,
+    /// HD95 definition: monai, medpy or salt-paper (the salt-paper protocol forces salt-paper).
+    #[arg(long, default_value = "monai")]
+    pub hd95: String,
+    /// Output directory (metrics.csv, summary.json, masks/, qualitative.png).
+    #[arg(long, default_value = "eval")]
+    pub out: PathBuf,
+    /// Device: cpu, flex, wgpu[:N], cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Rows of the qualitative figure.
+    #[arg(long, default_value_t = 4)]
+    pub figure_rows: usize,
+}
+
+/// The run configuration an adapter belongs to: the run's `config.toml` next to the adapter
+/// directory when present (it knows the seed of a random base), else rebuilt from the manifest.
+pub fn run_config(adapter: &std::path::Path, checkpoint: Option<PathBuf>) -> Result<TrainConfig> {
+    let manifest = AdapterManifest::read(adapter)?;
+    let run_cfg = adapter
+        .parent()
+        .map(|p| p.join(crate::train::run::CONFIG_FILE));
+    let mut cfg = match run_cfg.filter(|p| p.is_file()) {
+        Some(p) => TrainConfig::read(&p)?,
+        None => {
+            let Some(a) = &manifest.adapter else {
+                bail!(
+                    "{}: no adapter in adapter_config.json and no run config.toml beside it",
+                    adapter.display()
+                );
+            };
+            let mut c = TrainConfig {
+                model: manifest.model.clone(),
+                targets: a.targets.clone(),
+                seed: a.seed,
+                ..Default::default()
+            };
+            c.trainable = manifest.trainable.patterns.clone();
+            match &a.method {
+                salt_core::Method::Salt {
+                    svd_rank,
+                    lora_rank,
+                    init,
+                } => {
+                    c.method = crate::train::config::MethodName::Salt;
+                    c.svd_rank = *svd_rank;
+                    c.rank = *lora_rank;
+                    c.salt_init = *init;
+                }
+                salt_core::Method::Svd => c.method = crate::train::config::MethodName::Ssam,
+                salt_core::Method::Lora { rank, dropout, .. } => {
+                    c.method = crate::train::config::MethodName::Lora;
+                    c.rank = *rank;
+                    c.lora_dropout = *dropout;
+                }
+            }
+            c
+        }
+    };
+    if checkpoint.is_some() {
+        cfg.checkpoint = checkpoint;
+    }
+    Ok(cfg)
+}
+
+struct Eval(Args, TrainConfig, Split, MetricOptions);
+
+impl Task for Eval {
+    type Output = salt_metrics::Report;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<salt_metrics::Report> {
+        let Eval(args, cfg, split, opts) = self;
+        let (sam, policy, _) = build_model::<B>(&cfg, &device)?;
+        let tensors = AdapterTensors::read(&args.adapter)?;
+        let sam = load_adapter_tensors::<B, _>(sam, &policy, &tensors)
+            .with_context(|| format!("loading adapter {}", args.adapter.display()))?
+            .valid();
+        let data = VesselDataset::open(&args.data, split).with_context(|| {
+            format!(
+                "opening the {} split of {}",
+                split.name(),
+                args.data.display()
+            )
+        })?;
+        let masks_dir = args.out.join("masks");
+        let mut acc = Accumulator::new();
+        let mut rows = Vec::new();
+        let pre = Preprocess {
+            size: sam.img_size(),
+            ..Default::default()
+        };
+        for (i, item) in data.items().iter().enumerate() {
+            let pred = predict_item(&sam, item, &device)?;
+            let (h, w) = item.original_size;
+            let pm = salt_data::Mask {
+                width: w,
+                height: h,
+                data: pred.iter().map(|&b| b as u8).collect(),
+            };
+            salt_data::image_io::write_mask(&masks_dir.join(format!("{}_mask.png", item.id)), &pm)?;
+            let result = match args.protocol {
+                Protocol::Original => {
+                    let p = salt_metrics::Mask::new(w, h, pred.clone())?;
+                    let t = salt_metrics::Mask::new(
+                        w,
+                        h,
+                        item.mask.data.iter().map(|&v| v > 0).collect(),
+                    )?;
+                    salt_metrics::evaluate(&p, &t, &opts)?
+                }
+                Protocol::SaltPaper => {
+                    use burn::data::dataloader::batcher::Batcher;
+                    let batch: salt_data::VesselBatch<B::InnerBackend> =
+                        VesselBatcher::eval(pre).batch(vec![item.clone()], &device);
+                    let s = sam.img_size();
+                    let logits = crate::train::run::forward_logits(&sam, batch.images)?;
+                    let z: Vec<f32> = logits
+                        .into_data()
+                        .convert::<f32>()
+                        .into_vec()
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    let y: Vec<f32> = batch
+                        .masks
+                        .into_data()
+                        .convert::<f32>()
+                        .into_vec()
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    let p = salt_metrics::Mask::new(s, s, z.iter().map(|&v| v >= 0.0).collect())?;
+                    let t = salt_metrics::Mask::new(s, s, y.iter().map(|&v| v >= 0.5).collect())?;
+                    let mut r = salt_metrics::evaluate(&p, &t, &opts)?;
+                    // The paper's Dice: (2|y∧p| + 1) / (|y| + |p| + 1).
+                    let inter = z
+                        .iter()
+                        .zip(&y)
+                        .filter(|(a, b)| **a >= 0.0 && **b >= 0.5)
+                        .count() as f64;
+                    let (ny, np) = (t.count() as f64, p.count() as f64);
+                    r.dice = (2.0 * inter + 1.0) / (ny + np + 1.0);
+                    r
+                }
+            };
+            acc.push(item.id.clone(), result);
+            if i < args.figure_rows {
+                rows.push((item, pred));
+            }
+        }
+        salt_core::write_atomic(
+            &args.out.join("qualitative.png"),
+            &png_bytes(&figure(&rows))?,
+        )?;
+        Ok(acc.report())
+    }
+}
+
+/// Evaluates and writes `metrics.csv`, `summary.json`, `masks/` and `qualitative.png`.
+pub fn run(args: Args) -> Result<()> {
+    let split = Split::parse(&args.split)
+        .with_context(|| format!("--split {}: expected train, val or test", args.split))?;
+    let definition: DistanceDefinition = match args.protocol {
+        Protocol::SaltPaper => DistanceDefinition::SaltPaper,
+        Protocol::Original => args
+            .hd95
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--hd95 {}: {e}", args.hd95))?,
+    };
+    let opts = MetricOptions {
+        definition,
+        ..Default::default()
+    };
+    let spec: DeviceSpec = args.device.parse().map_err(anyhow::Error::msg)?;
+    let cfg = run_config(&args.adapter, args.checkpoint.clone())?;
+    let out = args.out.clone();
+    let protocol = args.protocol;
+    let report = dispatch(spec, Eval(args, cfg, split, opts))?;
+    let mut csv =
+        String::from("id,dice,iou,precision,recall,specificity,hd,hd95,assd,cldice,empty\n");
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+    for img in &report.images {
+        let m = &img.metrics;
+        csv.push_str(&format!(
+            "{},{:.6},{:.6},{},{},{},{},{},{},{},{}\n",
+            img.name,
+            m.dice,
+            m.iou,
+            f(m.precision),
+            f(m.recall),
+            f(m.specificity),
+            f(m.hd),
+            f(m.hd95),
+            f(m.assd),
+            f(m.cldice),
+            m.empty
+                .map(|e| format!("{e:?}").to_lowercase())
+                .unwrap_or_default()
+        ));
+    }
+    salt_core::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
+    let summary = serde_json::json!({ "protocol": protocol, "report": report.summary, "definition": report.definition });
+    salt_core::write_atomic(
+        &out.join("summary.json"),
+        &serde_json::to_vec_pretty(&summary)?,
+    )?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
