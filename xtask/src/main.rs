@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: project automation for salt.
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +15,41 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Reproduce the SAM-based rows of the SALT paper's Table 1 on the five datasets.
+    ReproduceTable1 {
+        /// Root with one directory per dataset: arcade, dias, rose, xray-angio, drive.
+        #[arg(long)]
+        data_root: Option<PathBuf>,
+        /// `sam_vit_b_01ec64.pth`.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Datasets (comma-separated); default all five.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "arcade,dias,rose,xray-angio,drive"
+        )]
+        datasets: Vec<String>,
+        /// Methods (comma-separated); default every SAM-based row.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "sam,ssam,lora4,lora256,salt4,salt256"
+        )]
+        methods: Vec<String>,
+        /// Device: cpu, flex, wgpu[:N], cuda[:N] (build xtask with the matching feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Output directory.
+        #[arg(long, default_value = "runs/table1")]
+        out: PathBuf,
+        /// Epochs per cell (the paper: 200).
+        #[arg(long, default_value_t = 200)]
+        epochs: usize,
+        /// The same pipeline on synthetic datasets with the tiny SAM and a few steps.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Run the criterion benchmarks (all, or the named bench targets of benches/).
     Bench {
         /// Bench targets, e.g. `adapters`; all when empty.
@@ -38,7 +74,46 @@ fn run(mut cmd: Command) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let result = match cli.task {
+        Task::ReproduceTable1 {
+            data_root,
+            checkpoint,
+            datasets,
+            methods,
+            device,
+            out,
+            epochs,
+            smoke,
+        } => (|| -> Result<()> {
+            let data_root = match (data_root, smoke) {
+                (Some(d), _) => d,
+                (None, true) => {
+                    let d = out.join("smoke-data");
+                    salt_cli::table1::smoke_data(&d)?;
+                    d
+                }
+                (None, false) => bail!("--data-root DIR is required (or --smoke)"),
+            };
+            let opts = salt_cli::table1::Table1Options {
+                data_root,
+                checkpoint,
+                datasets,
+                methods,
+                device,
+                out,
+                smoke,
+                epochs: if smoke { 1 } else { epochs },
+            };
+            let path = salt_cli::table1::reproduce(&opts)?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        })(),
         Task::Bench { names, criterion } => {
             let mut cmd = cargo();
             cmd.args(["bench", "-p", "salt-benches"]);

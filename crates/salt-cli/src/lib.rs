@@ -4,4 +4,5 @@
 pub mod backend;
 pub mod cmd;
 pub mod plot;
+pub mod table1;
 pub mod train;

@@ -111,6 +111,81 @@ pub fn run_config(adapter: &std::path::Path, checkpoint: Option<PathBuf>) -> Res
     Ok(cfg)
 }
 
+/// Evaluates `sam` on `items` under `protocol`; writes each predicted mask (original size) to
+/// `masks_dir` as `<id>_mask.png` when given, and returns the accumulated metrics and the first
+/// `figure_rows` predictions for a figure.
+pub fn evaluate_sam<'a, B: burn::tensor::backend::Backend>(
+    sam: &salt_sam::Sam<B>,
+    items: &'a [salt_data::VesselItem],
+    protocol: Protocol,
+    opts: &MetricOptions,
+    masks_dir: Option<&std::path::Path>,
+    figure_rows: usize,
+    device: &B::Device,
+) -> Result<(Accumulator, Vec<(&'a salt_data::VesselItem, Vec<bool>)>)> {
+    let mut acc = Accumulator::new();
+    let mut rows = Vec::new();
+    let pre = Preprocess {
+        size: sam.img_size(),
+        ..Default::default()
+    };
+    for (i, item) in items.iter().enumerate() {
+        let pred = predict_item(sam, item, device)?;
+        let (h, w) = item.original_size;
+        if let Some(dir) = masks_dir {
+            let pm = salt_data::Mask {
+                width: w,
+                height: h,
+                data: pred.iter().map(|&b| b as u8).collect(),
+            };
+            salt_data::image_io::write_mask(&dir.join(format!("{}_mask.png", item.id)), &pm)?;
+        }
+        let result = match protocol {
+            Protocol::Original => {
+                let p = salt_metrics::Mask::new(w, h, pred.clone())?;
+                let t =
+                    salt_metrics::Mask::new(w, h, item.mask.data.iter().map(|&v| v > 0).collect())?;
+                salt_metrics::evaluate(&p, &t, opts)?
+            }
+            Protocol::SaltPaper => {
+                use burn::data::dataloader::batcher::Batcher;
+                let batch: salt_data::VesselBatch<B> =
+                    VesselBatcher::eval(pre).batch(vec![item.clone()], device);
+                let s = sam.img_size();
+                let logits = crate::train::run::forward_logits(sam, batch.images)?;
+                let z: Vec<f32> = logits
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let y: Vec<f32> = batch
+                    .masks
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let p = salt_metrics::Mask::new(s, s, z.iter().map(|&v| v >= 0.0).collect())?;
+                let t = salt_metrics::Mask::new(s, s, y.iter().map(|&v| v >= 0.5).collect())?;
+                let mut r = salt_metrics::evaluate(&p, &t, opts)?;
+                // The paper's Dice: (2|y∧p| + 1) / (|y| + |p| + 1).
+                let inter = z
+                    .iter()
+                    .zip(&y)
+                    .filter(|(a, b)| **a >= 0.0 && **b >= 0.5)
+                    .count() as f64;
+                let (ny, np) = (t.count() as f64, p.count() as f64);
+                r.dice = (2.0 * inter + 1.0) / (ny + np + 1.0);
+                r
+            }
+        };
+        acc.push(item.id.clone(), result);
+        if i < figure_rows {
+            rows.push((item, pred));
+        }
+    }
+    Ok((acc, rows))
+}
+
 struct Eval(Args, TrainConfig, Split, MetricOptions);
 
 impl Task for Eval {
@@ -130,67 +205,15 @@ impl Task for Eval {
             )
         })?;
         let masks_dir = args.out.join("masks");
-        let mut acc = Accumulator::new();
-        let mut rows = Vec::new();
-        let pre = Preprocess {
-            size: sam.img_size(),
-            ..Default::default()
-        };
-        for (i, item) in data.items().iter().enumerate() {
-            let pred = predict_item(&sam, item, &device)?;
-            let (h, w) = item.original_size;
-            let pm = salt_data::Mask {
-                width: w,
-                height: h,
-                data: pred.iter().map(|&b| b as u8).collect(),
-            };
-            salt_data::image_io::write_mask(&masks_dir.join(format!("{}_mask.png", item.id)), &pm)?;
-            let result = match args.protocol {
-                Protocol::Original => {
-                    let p = salt_metrics::Mask::new(w, h, pred.clone())?;
-                    let t = salt_metrics::Mask::new(
-                        w,
-                        h,
-                        item.mask.data.iter().map(|&v| v > 0).collect(),
-                    )?;
-                    salt_metrics::evaluate(&p, &t, &opts)?
-                }
-                Protocol::SaltPaper => {
-                    use burn::data::dataloader::batcher::Batcher;
-                    let batch: salt_data::VesselBatch<B::InnerBackend> =
-                        VesselBatcher::eval(pre).batch(vec![item.clone()], &device);
-                    let s = sam.img_size();
-                    let logits = crate::train::run::forward_logits(&sam, batch.images)?;
-                    let z: Vec<f32> = logits
-                        .into_data()
-                        .convert::<f32>()
-                        .into_vec()
-                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                    let y: Vec<f32> = batch
-                        .masks
-                        .into_data()
-                        .convert::<f32>()
-                        .into_vec()
-                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                    let p = salt_metrics::Mask::new(s, s, z.iter().map(|&v| v >= 0.0).collect())?;
-                    let t = salt_metrics::Mask::new(s, s, y.iter().map(|&v| v >= 0.5).collect())?;
-                    let mut r = salt_metrics::evaluate(&p, &t, &opts)?;
-                    // The paper's Dice: (2|y∧p| + 1) / (|y| + |p| + 1).
-                    let inter = z
-                        .iter()
-                        .zip(&y)
-                        .filter(|(a, b)| **a >= 0.0 && **b >= 0.5)
-                        .count() as f64;
-                    let (ny, np) = (t.count() as f64, p.count() as f64);
-                    r.dice = (2.0 * inter + 1.0) / (ny + np + 1.0);
-                    r
-                }
-            };
-            acc.push(item.id.clone(), result);
-            if i < args.figure_rows {
-                rows.push((item, pred));
-            }
-        }
+        let (acc, rows) = evaluate_sam(
+            &sam,
+            data.items(),
+            args.protocol,
+            &opts,
+            Some(&masks_dir),
+            args.figure_rows,
+            &device,
+        )?;
         salt_core::write_atomic(
             &args.out.join("qualitative.png"),
             &png_bytes(&figure(&rows))?,
