@@ -108,8 +108,9 @@ fn pass_u8(
         let out_w = coeffs.bounds.len();
         let mut out = vec![0u8; out_w * h * channels];
         let mut acc = vec![0i32; channels];
-        for (src_row, out_row) in
-            src.chunks_exact(w * channels).zip(out.chunks_exact_mut(out_w * channels))
+        for (src_row, out_row) in src
+            .chunks_exact(w * channels)
+            .zip(out.chunks_exact_mut(out_w * channels))
         {
             for (xx, &(start, taps)) in coeffs.bounds.iter().enumerate() {
                 let kk = &k[xx * coeffs.ksize..xx * coeffs.ksize + taps];
@@ -120,7 +121,10 @@ fn pass_u8(
                         *a += i32::from(v) * kt;
                     }
                 }
-                for (o, &a) in out_row[xx * channels..(xx + 1) * channels].iter_mut().zip(&acc) {
+                for (o, &a) in out_row[xx * channels..(xx + 1) * channels]
+                    .iter_mut()
+                    .zip(&acc)
+                {
                     *o = clip8(i64::from(a));
                 }
             }
