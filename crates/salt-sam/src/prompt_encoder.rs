@@ -357,3 +357,53 @@ impl<B: Backend> TextProjection<B> {
         self.norm.forward(relu(self.linear.forward(text)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SamConfig;
+
+    type TestBackend = burn::backend::NdArray<f32>;
+
+    /// BatchNorm's epsilon (burn's default, as `nn.BatchNorm1d`).
+    const BN_EPS: f64 = 1e-5;
+
+    #[test]
+    fn text_prompt_is_linear_relu_batchnorm_after_the_learned_token() {
+        let device = Default::default();
+        let mut config = SamConfig::tiny_salt_paper();
+        config.prompt_encoder.text_embedding_dim = Some(8);
+        let sam = config.init::<TestBackend>(&device).unwrap();
+        let pe = &sam.prompt_encoder;
+        let text = Tensor::<TestBackend, 2>::random([1, 8], Distribution::Default, &device);
+        let prompts = Prompts {
+            text: Some(text.clone()),
+            ..Prompts::none()
+        };
+        let sparse = pe.forward(&prompts, 1).sparse.unwrap();
+        assert_eq!(sparse.dims(), [1, 2, 32]);
+        // Token 0 is the learned token (zeros at init); token 1 is BatchNorm in inference mode
+        // (running mean 0, variance 1, γ 1, β 0): relu(W·x + b) / sqrt(1 + eps).
+        let proj = pe.text_projection.as_ref().unwrap();
+        let expected = relu(proj.linear.forward(text)).div_scalar((1.0 + BN_EPS).sqrt());
+        let got = sparse.clone().narrow(1, 1, 1).reshape([1, 32]);
+        let diff = (got - expected).abs().max().into_scalar();
+        assert!(diff < 1e-6, "text token differs by {diff}");
+        assert_eq!(sparse.narrow(1, 0, 1).abs().sum().into_scalar(), 0.0);
+        // No dense embedding in salt_paper.
+        assert!(pe.forward(&prompts, 1).dense.is_none());
+    }
+
+    #[test]
+    fn text_prompt_without_text_input_is_an_error() {
+        let device = Default::default();
+        let sam = SamConfig::tiny().init::<TestBackend>(&device).unwrap();
+        let emb = Tensor::<TestBackend, 4>::zeros([1, 32, 16, 16], &device);
+        let prompts = Prompts {
+            text: Some(Tensor::zeros([1, 512], &device)),
+            ..Prompts::none()
+        };
+        let err = sam.decode(emb, &prompts, false).unwrap_err().to_string();
+        assert!(err.contains("text_embedding_dim"), "{err}");
+    }
+}
