@@ -7,6 +7,10 @@ use salt_sam::{Sam, SamConfig};
 
 type TestBackend = burn::backend::NdArray<f32>;
 
+/// LoRA adds an exact zero at init, but the adapted forward runs other kernels (f32 rounding of
+/// O(1) embeddings): 1e-6 was observed, so allow 1e-5.
+const LORA_INIT_TOL: f32 = 1e-5;
+
 /// `sum(p.numel() for p in sam_model_registry["vit_b"]().parameters())` with segment-anything 1.0,
 /// plus the 2×128 `positional_encoding_gaussian_matrix`, a buffer in PyTorch and a (frozen)
 /// parameter here.
@@ -71,5 +75,8 @@ fn adapters_attach_by_module_path() {
     assert_eq!(adapted[1].path, "image_encoder.blocks.0.attn.proj");
     let after = sam.image_embeddings(input);
     let diff = (after - before).abs().max().into_scalar();
-    assert!(diff < 1e-6, "LoRA at init changed the embedding by {diff}");
+    assert!(
+        diff < LORA_INIT_TOL,
+        "LoRA at init changed the embedding by {diff}"
+    );
 }
