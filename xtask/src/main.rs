@@ -15,6 +15,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Generate SAM reference fixtures with Meta's segment-anything (Python, torch from PyPI):
+    /// `python3 scripts/sam_reference.py --preset vit_b --out target/sam-fixtures/vit_b`.
+    Refs {
+        /// Preset: vit_b (default) or tiny.
+        #[arg(long, default_value = "vit_b")]
+        preset: String,
+        /// Output directory.
+        #[arg(long, default_value = "target/sam-fixtures/vit_b")]
+        out: PathBuf,
+    },
+    /// Check burn's ViT-B against the reference fixtures of `cargo xtask refs` (the ignored
+    /// parity test of salt-sam, in release).
+    Parity {
+        /// Fixture directory made by `cargo xtask refs`.
+        #[arg(long, default_value = "target/sam-fixtures/vit_b")]
+        fixtures: PathBuf,
+    },
     /// Reproduce the SAM-based rows of the SALT paper's Table 1 on the five datasets.
     ReproduceTable1 {
         /// Root with one directory per dataset: arcade, dias, rose, xray-angio, drive.
@@ -81,6 +98,33 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
     let result = match cli.task {
+        Task::Refs { preset, out } => {
+            let mut cmd = Command::new("python3");
+            cmd.args(["scripts/sam_reference.py", "--preset", &preset, "--out"])
+                .arg(&out);
+            run(cmd)
+        }
+        Task::Parity { fixtures } => (|| -> Result<()> {
+            let abs = std::fs::canonicalize(&fixtures).with_context(|| {
+                format!(
+                    "no fixtures at {}: run `cargo xtask refs` first",
+                    fixtures.display()
+                )
+            })?;
+            let mut cmd = cargo();
+            cmd.env("SALT_SAM_VITB_FIXTURES", abs).args([
+                "test",
+                "-p",
+                "salt-sam",
+                "--release",
+                "--test",
+                "parity",
+                "--",
+                "--ignored",
+                "vit_b",
+            ]);
+            run(cmd)
+        })(),
         Task::ReproduceTable1 {
             data_root,
             checkpoint,
