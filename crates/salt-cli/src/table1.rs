@@ -10,14 +10,14 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use salt_core::{load_adapter_tensors, AdapterTensors, ParamReport};
+use salt_core::ParamReport;
 use salt_data::{Split, VesselDataset};
 use salt_metrics::{DistanceDefinition, MetricOptions};
 
 use crate::backend::{dispatch, DeviceSpec, Task};
 use crate::cmd::eval::{evaluate_sam, Protocol};
 use crate::train::config::{MethodName, TrainConfig};
-use crate::train::run::{build_model, train, RunOptions, BEST_DIR};
+use crate::train::run::{build_model, load_trained, train, RunOptions, BEST_DIR};
 
 /// The five datasets, in the paper's column order: (directory name, title).
 pub const DATASETS: [(&str, &str); 5] = [
@@ -211,14 +211,17 @@ impl Task for CellTask {
                 },
                 &device,
             )?;
-            let (sam, policy, _) = build_model::<B>(&cfg, &device)?;
             let best = cfg.out.join(BEST_DIR);
             let dir = if best.is_dir() {
                 best
             } else {
                 cfg.out.join(crate::train::run::LAST_DIR)
             };
-            let sam = load_adapter_tensors::<B, _>(sam, &policy, &AdapterTensors::read(&dir)?)?;
+            let sam = load_trained::<B>(&cfg, &dir, &device)?;
+            let policy = cfg.policy(
+                sam.prompt_encoder.prompt_token.is_some(),
+                sam.image_encoder.pos_embed.is_some(),
+            );
             (sam, policy, Some(summary.params))
         };
         let report = params.unwrap_or_else(|| ParamReport::new::<B, _>(&sam, &policy, 0));

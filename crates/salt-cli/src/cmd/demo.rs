@@ -12,16 +12,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use salt_core::{load_adapter_tensors, AdapterTensors};
 use salt_data::synth::{write_dataset_sized, SynthLayout};
 use salt_data::{Split, Style, VesselDataset};
-use salt_metrics::{Accumulator, MetricOptions};
+use salt_metrics::MetricOptions;
 
 use crate::backend::{dispatch, DeviceSpec, Task};
+use crate::cmd::eval::{evaluate_sam, Protocol};
 use crate::train::config::{paper_trainable, MethodName, TrainConfig};
-use crate::train::qualitative::{figure, png_bytes, predict_item};
+use crate::train::qualitative::{figure, png_bytes};
 use crate::train::run::{
-    build_model, train, RunOptions, TrainSummary, BEST_DIR, CURVES_FILE, METRICS_FILE,
+    load_trained, train, RunOptions, TrainSummary, BEST_DIR, CURVES_FILE, METRICS_FILE,
 };
 
 /// Arguments of `salt demo`.
@@ -89,27 +89,18 @@ impl Task for Demo {
             },
             &device,
         )?;
-        // Evaluate the best adapter on the validation split.
-        let (sam, policy, _) = build_model::<B>(&cfg, &device)?;
-        let best = cfg.out.join(BEST_DIR);
-        let sam =
-            load_adapter_tensors::<B, _>(sam, &policy, &AdapterTensors::read(&best)?)?.valid();
+        // Evaluate the best adapter on the validation split, at the original resolution.
+        let sam = load_trained::<B>(&cfg, &cfg.out.join(BEST_DIR), &device)?.valid();
         let val = VesselDataset::open(&cfg.data, Split::Val)?;
-        let mut acc = Accumulator::new();
-        let mut rows = Vec::new();
-        for (i, item) in val.items().iter().enumerate() {
-            let pred = predict_item(&sam, item, &device)?;
-            let (h, w) = item.original_size;
-            let p = salt_metrics::Mask::new(w, h, pred.clone())?;
-            let t = salt_metrics::Mask::new(w, h, item.mask.data.iter().map(|&v| v > 0).collect())?;
-            acc.push(
-                item.id.clone(),
-                salt_metrics::evaluate(&p, &t, &MetricOptions::default())?,
-            );
-            if i < 4 {
-                rows.push((item, pred));
-            }
-        }
+        let (acc, rows) = evaluate_sam(
+            &sam,
+            val.items(),
+            Protocol::Original,
+            &MetricOptions::default(),
+            None,
+            4,
+            &device,
+        )?;
         let fig = figure(&rows);
         salt_core::write_atomic(&cfg.out.join("qualitative.png"), &png_bytes(&fig)?)?;
         Ok(DemoReport {

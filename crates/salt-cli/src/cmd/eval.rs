@@ -11,14 +11,14 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use salt_core::{load_adapter_tensors, AdapterManifest, AdapterTensors};
+use salt_core::AdapterManifest;
 use salt_data::{Preprocess, Split, VesselBatcher, VesselDataset};
 use salt_metrics::{Accumulator, DistanceDefinition, MetricOptions};
 
 use crate::backend::{dispatch, DeviceSpec, Task};
 use crate::train::config::TrainConfig;
 use crate::train::qualitative::{figure, png_bytes, predict_item};
-use crate::train::run::build_model;
+use crate::train::run::load_trained;
 
 /// Evaluation protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -111,6 +111,9 @@ pub fn run_config(adapter: &std::path::Path, checkpoint: Option<PathBuf>) -> Res
     Ok(cfg)
 }
 
+/// An item with its predicted mask, for [`figure`].
+pub type FigureRow<'a> = (&'a salt_data::VesselItem, Vec<bool>);
+
 /// Evaluates `sam` on `items` under `protocol`; writes each predicted mask (original size) to
 /// `masks_dir` as `<id>_mask.png` when given, and returns the accumulated metrics and the first
 /// `figure_rows` predictions for a figure.
@@ -122,7 +125,7 @@ pub fn evaluate_sam<'a, B: burn::tensor::backend::Backend>(
     masks_dir: Option<&std::path::Path>,
     figure_rows: usize,
     device: &B::Device,
-) -> Result<(Accumulator, Vec<(&'a salt_data::VesselItem, Vec<bool>)>)> {
+) -> Result<(Accumulator, Vec<FigureRow<'a>>)> {
     let mut acc = Accumulator::new();
     let mut rows = Vec::new();
     let pre = Preprocess {
@@ -192,11 +195,7 @@ impl Task for Eval {
     type Output = salt_metrics::Report;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<salt_metrics::Report> {
         let Eval(args, cfg, split, opts) = self;
-        let (sam, policy, _) = build_model::<B>(&cfg, &device)?;
-        let tensors = AdapterTensors::read(&args.adapter)?;
-        let sam = load_adapter_tensors::<B, _>(sam, &policy, &tensors)
-            .with_context(|| format!("loading adapter {}", args.adapter.display()))?
-            .valid();
+        let sam = load_trained::<B>(&cfg, &args.adapter, &device)?.valid();
         let data = VesselDataset::open(&args.data, split).with_context(|| {
             format!(
                 "opening the {} split of {}",

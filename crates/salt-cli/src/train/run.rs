@@ -217,6 +217,19 @@ pub fn build_model<B: Backend>(
     Ok((sam, policy, adapted))
 }
 
+/// Rebuilds the model of `cfg` and loads the trained tensors saved in the adapter directory
+/// `dir` (e.g. a run's `best/`).
+pub fn load_trained<B: Backend>(
+    cfg: &TrainConfig,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<Sam<B>> {
+    let (sam, policy, _) = build_model::<B>(cfg, device)?;
+    let tensors = AdapterTensors::read(dir)?;
+    load_adapter_tensors::<B, _>(sam, &policy, &tensors)
+        .with_context(|| format!("loading adapter {}", dir.display()))
+}
+
 /// Forward pass to logits at model resolution.
 ///
 /// # Shapes
