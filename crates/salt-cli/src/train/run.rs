@@ -776,4 +776,73 @@ mod tests {
             .unwrap_err();
         assert!(format!("{err:#}").contains("vit_z"), "{err:#}");
     }
+
+    #[test]
+    fn a_diverging_loss_stops_the_run_naming_the_step_and_writes_no_checkpoint() {
+        let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let data = dataset(dir.path(), 6);
+        let mut cfg = config(&data, &dir.path().join("diverge"));
+        // An absurd learning rate blows the weights up after the first step: the next loss is
+        // not finite, within the first epoch.
+        cfg.lr = 1e30;
+        cfg.method = super::super::config::MethodName::Full;
+        let device = Default::default();
+        let err = format!(
+            "{:#}",
+            train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &device).unwrap_err()
+        );
+        assert!(
+            err.contains("at step 2 (epoch 1)") && err.contains("last good checkpoint"),
+            "{err}"
+        );
+        // The failed epoch wrote nothing: no checkpoint state, no metrics row.
+        assert!(!cfg.out.join(LAST_DIR).join(STATE_FILE).exists());
+        assert!(!cfg.out.join(METRICS_FILE).exists());
+    }
+
+    #[test]
+    fn eval_numbers_equal_salt_metrics_on_the_written_masks() {
+        let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let data = dataset(dir.path(), 6);
+        let mut cfg = config(&data, &dir.path().join("run"));
+        cfg.epochs = 2;
+        train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &Default::default()).unwrap();
+        let out = dir.path().join("eval");
+        crate::cmd::eval::run(crate::cmd::eval::Args {
+            adapter: cfg.out.join(BEST_DIR),
+            checkpoint: None,
+            data: data.clone(),
+            split: "val".into(),
+            protocol: crate::cmd::eval::Protocol::Original,
+            hd95: "monai".into(),
+            out: out.clone(),
+            device: "cpu".into(),
+            figure_rows: 2,
+        })
+        .unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        let val = VesselDataset::open(&data, salt_data::Split::Val).unwrap();
+        let mut acc = Accumulator::new();
+        for item in val.items() {
+            let pred = salt_metrics::read_mask(
+                &out.join("masks").join(format!("{}_mask.png", item.id)),
+                0.0,
+            )
+            .unwrap();
+            let (h, w) = item.original_size;
+            let t = salt_metrics::Mask::new(w, h, item.mask.data.iter().map(|&v| v > 0).collect())
+                .unwrap();
+            acc.push(
+                item.id.clone(),
+                salt_metrics::evaluate(&pred, &t, &MetricOptions::default()).unwrap(),
+            );
+        }
+        let s = acc.summary();
+        assert_eq!(summary["report"]["dice"]["mean"].as_f64(), s.dice.mean);
+        assert_eq!(summary["report"]["hd95"]["mean"].as_f64(), s.hd95.mean);
+        assert!(out.join("qualitative.png").is_file());
+    }
 }
