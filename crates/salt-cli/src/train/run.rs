@@ -828,7 +828,7 @@ mod tests {
         let mut acc = Accumulator::new();
         for item in val.items() {
             let pred = salt_metrics::read_mask(
-                &out.join("masks").join(format!("{}_mask.png", item.id)),
+                out.join("masks").join(format!("{}_mask.png", item.id)),
                 0.0,
             )
             .unwrap();
