@@ -1,12 +1,15 @@
 //! Loading Meta's checkpoints (`torch.save`d state_dicts such as `sam_vit_b_01ec64.pth`) and
 //! safetensors files into a [`Sam`] through burn-store.
 //!
-//! Keys keep PyTorch's names except the `nn.Sequential` indices, which [`KEY_REMAP`] renames.
+//! Keys keep PyTorch's names except the `nn.Sequential` indices, which [`SEQUENTIAL_NAMES`] renames.
 //! Every key must match: a missing, unexpected or misshapen key is an [`Error`] naming it (with
 //! both shapes). Exceptions by design: the checkpoint's `rel_pos_*` when the model has no
 //! relative positions (`salt_paper`), the parameters SAM has no counterpart for
 //! (`prompt_encoder.prompt_token`, `prompt_encoder.text_projection.*`), which keep their
 //! initialisation, and `pos_embed` pooled when `pos_embed_source_grid` says so.
+//!
+//! [`save_checkpoint`] writes the other way: a safetensors file with SAM's own key names and
+//! PyTorch layouts, which `segment_anything`'s `Sam.load_state_dict` takes as it is.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,63 +18,66 @@ use burn::module::ParamId;
 use burn::tensor::backend::Backend;
 use burn::tensor::TensorData;
 use burn_store::{
-    ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
-    TensorSnapshot,
+    ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    PytorchStore, SafetensorsStore, TensorSnapshot,
 };
 
 use crate::config::SamConfig;
 use crate::error::{Error, Result};
 use crate::sam::Sam;
 
-/// The one remap table: PyTorch `nn.Sequential` indices → salt-sam's named fields.
+/// SAM's `nn.Sequential` children that salt-sam names: `(PyTorch prefix, salt-sam prefix)`.
 ///
-/// Regexes are applied in order to each checkpoint key. Every other key is already the burn
-/// module path (burn-store renames burn `LayerNorm`'s `weight`/`bias` to `gamma`/`beta` and
-/// transposes burn `Linear` weights by itself; `AdaptableLinear`, `AdaptableConv2d` and
-/// `LayerNorm2d` store PyTorch's layout and names).
-pub const KEY_REMAP: &[(&str, &str)] = &[
+/// Loading renames the left prefix to the right one ([`remap_rules`]); [`save_checkpoint`]
+/// renames back. Every other key is already the burn module path (burn-store's PyTorch adapters
+/// transpose burn `Linear` weights and rename burn `LayerNorm`'s `gamma`/`beta`;
+/// `AdaptableLinear`, `AdaptableConv2d` and `LayerNorm2d` store PyTorch's layout and names).
+pub const SEQUENTIAL_NAMES: &[(&str, &str)] = &[
     // ImageEncoderViT.neck = Sequential(Conv2d 1×1, LayerNorm2d, Conv2d 3×3, LayerNorm2d)
-    (r"^image_encoder\.neck\.0\.", "image_encoder.neck.conv1."),
-    (r"^image_encoder\.neck\.1\.", "image_encoder.neck.norm1."),
-    (r"^image_encoder\.neck\.2\.", "image_encoder.neck.conv2."),
-    (r"^image_encoder\.neck\.3\.", "image_encoder.neck.norm2."),
+    ("image_encoder.neck.0.", "image_encoder.neck.conv1."),
+    ("image_encoder.neck.1.", "image_encoder.neck.norm1."),
+    ("image_encoder.neck.2.", "image_encoder.neck.conv2."),
+    ("image_encoder.neck.3.", "image_encoder.neck.norm2."),
     // PromptEncoder.mask_downscaling = Sequential(Conv, LN2d, GELU, Conv, LN2d, GELU, Conv)
     (
-        r"^prompt_encoder\.mask_downscaling\.0\.",
+        "prompt_encoder.mask_downscaling.0.",
         "prompt_encoder.mask_downscaling.conv1.",
     ),
     (
-        r"^prompt_encoder\.mask_downscaling\.1\.",
+        "prompt_encoder.mask_downscaling.1.",
         "prompt_encoder.mask_downscaling.norm1.",
     ),
     (
-        r"^prompt_encoder\.mask_downscaling\.3\.",
+        "prompt_encoder.mask_downscaling.3.",
         "prompt_encoder.mask_downscaling.conv2.",
     ),
     (
-        r"^prompt_encoder\.mask_downscaling\.4\.",
+        "prompt_encoder.mask_downscaling.4.",
         "prompt_encoder.mask_downscaling.norm2.",
     ),
     (
-        r"^prompt_encoder\.mask_downscaling\.6\.",
+        "prompt_encoder.mask_downscaling.6.",
         "prompt_encoder.mask_downscaling.conv3.",
     ),
     // MaskDecoder.output_upscaling = Sequential(ConvT, LN2d, GELU, ConvT, GELU)
     (
-        r"^mask_decoder\.output_upscaling\.0\.",
+        "mask_decoder.output_upscaling.0.",
         "mask_decoder.output_upscaling.conv1.",
     ),
     (
-        r"^mask_decoder\.output_upscaling\.1\.",
+        "mask_decoder.output_upscaling.1.",
         "mask_decoder.output_upscaling.norm.",
     ),
     (
-        r"^mask_decoder\.output_upscaling\.3\.",
+        "mask_decoder.output_upscaling.3.",
         "mask_decoder.output_upscaling.conv2.",
     ),
-    // burn's `LayerNorm` calls its affine parameters gamma/beta. burn-store's adapter would find
-    // them under weight/bias too, but then still lists weight/bias as unused: rename explicitly.
-    // (SAM's `LayerNorm2d` keeps weight/bias: neck, mask_downscaling, output_upscaling.)
+];
+
+/// burn's `LayerNorm` calls its affine parameters gamma/beta. burn-store's adapter would find
+/// them under weight/bias too, but then still lists weight/bias as unused: rename explicitly at
+/// load. (SAM's `LayerNorm2d` keeps weight/bias: neck, mask_downscaling, output_upscaling.)
+const NORM_REMAP: &[(&str, &str)] = &[
     (
         r"^(image_encoder\.blocks\.\d+\.norm[12])\.weight$",
         "${1}.gamma",
@@ -89,6 +95,29 @@ pub const KEY_REMAP: &[(&str, &str)] = &[
         "${1}.beta",
     ),
 ];
+
+/// The regex rules that turn checkpoint keys into salt-sam module paths, applied in order:
+/// [`SEQUENTIAL_NAMES`], then the `LayerNorm` renames.
+pub fn remap_rules() -> Vec<(String, String)> {
+    SEQUENTIAL_NAMES
+        .iter()
+        .map(|(sam, ours)| (format!("^{}", sam.replace('.', r"\.")), ours.to_string()))
+        .chain(
+            NORM_REMAP
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+        .collect()
+}
+
+/// The checkpoint key of a salt-sam module path (after burn-store's PyTorch adapter):
+/// [`SEQUENTIAL_NAMES`] backwards.
+pub fn sam_key(path: &str) -> String {
+    SEQUENTIAL_NAMES
+        .iter()
+        .find_map(|(sam, ours)| path.strip_prefix(ours).map(|rest| format!("{sam}{rest}")))
+        .unwrap_or_else(|| path.to_string())
+}
 
 /// Model parameters that no SAM checkpoint has: they keep their initialisation.
 const MODEL_ONLY: &[&str] = &[
@@ -204,6 +233,121 @@ pub fn load_checkpoint<B: Backend>(sam: &mut Sam<B>, path: &Path) -> Result<Load
     Ok(report)
 }
 
+/// What [`save_checkpoint`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveReport {
+    /// Tensors written.
+    pub tensors: usize,
+    /// Parameters written (sum of the tensors' element counts).
+    pub parameters: usize,
+    /// Size of the file in bytes.
+    pub bytes: usize,
+}
+
+/// Writes `sam` as a SAM checkpoint: safetensors, SAM's key names (the inverse of
+/// [`SEQUENTIAL_NAMES`] and of the `LayerNorm` renames), PyTorch layouts, f32. `metadata` goes
+/// into the file's header. The file is written to a temporary name and renamed.
+///
+/// The model must be plain: adapters are merged first (`salt_core::merge`); a model that still
+/// holds adapter tensors is an error naming the first one. Model-only parameters (the learned
+/// prompt token) and a pooled `pos_embed` are written as they are; [`load_checkpoint`] reads
+/// them back into a model of the same configuration.
+pub fn save_checkpoint<B: Backend>(
+    sam: &Sam<B>,
+    path: &Path,
+    metadata: &BTreeMap<String, String>,
+) -> Result<SaveReport> {
+    use safetensors::tensor::TensorView;
+    let write_err = |message: String| Error::CheckpointWrite {
+        path: path.to_path_buf(),
+        message,
+    };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !ext.eq_ignore_ascii_case("safetensors") {
+        return Err(write_err(format!(
+            "extension `{ext}`: salt writes checkpoints as .safetensors (PyTorch reads them with \
+             `safetensors.torch.load_file`)"
+        )));
+    }
+    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut parameters = 0;
+    for snap in sam.collect(None, Some(Box::new(BurnToPyTorchAdapter)), false) {
+        let burn_path = snap.full_path();
+        if burn_path.split('.').any(|part| part == "adapter") {
+            return Err(write_err(format!(
+                "`{burn_path}` is an adapter tensor: merge the adapters into the weights first"
+            )));
+        }
+        let key = sam_key(&burn_path);
+        let values = snap
+            .to_data()
+            .map_err(|e| write_err(format!("`{key}`: {e}")))?
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| write_err(format!("`{key}`: {e:?}")))?;
+        parameters += values.len();
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        if tensors
+            .insert(key.clone(), (snap.shape.to_vec(), bytes))
+            .is_some()
+        {
+            return Err(write_err(format!("two parameters map to the key `{key}`")));
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(key, (shape, bytes))| {
+            TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (key.clone(), v))
+                .map_err(|e| write_err(format!("`{key}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let header: std::collections::HashMap<String, String> = metadata.clone().into_iter().collect();
+    let data = safetensors::serialize(views, Some(header)).map_err(|e| write_err(e.to_string()))?;
+    salt_core::write_atomic(path, &data).map_err(|e| write_err(e.to_string()))?;
+    tracing::info!(path = %path.display(), tensors = tensors.len(), parameters, "wrote SAM checkpoint");
+    Ok(SaveReport {
+        tensors: tensors.len(),
+        parameters,
+        bytes: data.len(),
+    })
+}
+
+/// The header metadata of a safetensors checkpoint (empty for `.pth` files and for
+/// safetensors files without metadata).
+pub fn checkpoint_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !ext.eq_ignore_ascii_case("safetensors") {
+        return Ok(BTreeMap::new());
+    }
+    let read_err = |message: String| Error::CheckpointRead {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
+    let mut len = [0u8; 8];
+    std::io::Read::read_exact(&mut file, &mut len).map_err(|e| read_err(e.to_string()))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(read_err(format!(
+            "header of {len} bytes: not a safetensors file"
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    std::io::Read::read_exact(&mut file, &mut header).map_err(|e| read_err(e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| read_err(format!("header is not JSON: {e}")))?;
+    Ok(json
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 fn error_key(e: &ApplyError) -> String {
     match e {
         ApplyError::ShapeMismatch { path, .. }
@@ -234,10 +378,10 @@ pub fn read_snapshots(path: &Path) -> Result<BTreeMap<String, TensorSnapshot>> {
         .to_ascii_lowercase();
     match ext.as_str() {
         "pth" | "pt" | "bin" | "ckpt" => {
-            let mut store = KEY_REMAP
+            let mut store = remap_rules()
                 .iter()
                 .fold(PytorchStore::from_file(path), |s, (from, to)| {
-                    s.with_key_remapping(from, *to)
+                    s.with_key_remapping(from, to)
                 })
                 .map_indices_contiguous(false);
             store
@@ -246,10 +390,10 @@ pub fn read_snapshots(path: &Path) -> Result<BTreeMap<String, TensorSnapshot>> {
                 .map_err(|e| read_err(e.to_string()))
         }
         "safetensors" => {
-            let mut store = KEY_REMAP
+            let mut store = remap_rules()
                 .iter()
                 .fold(SafetensorsStore::from_file(path), |s, (from, to)| {
-                    s.with_key_remapping(from, *to)
+                    s.with_key_remapping(from, to)
                 })
                 .map_indices_contiguous(false);
             store

@@ -94,23 +94,7 @@ impl SamConfig {
     /// The tiny model with every `salt_paper` change (tests): input 64, an 8×8 grid whose
     /// `pos_embed` is pooled from the tiny checkpoint's 16×16, and the flags of [`Self::salt_paper`].
     pub fn tiny_salt_paper() -> Self {
-        let base = Self::tiny();
-        let mut encoder = base.image_encoder;
-        encoder.img_size = 64;
-        let encoder = encoder
-            .with_window_size(0)
-            .with_global_attn_indexes((0..4).collect())
-            .with_use_rel_pos(false)
-            .with_layer_norm_eps(1e-5)
-            .with_pos_embed_source_grid(Some(16));
-        let prompt = PromptEncoderConfig::new(32, [8, 8], [64, 64])
-            .with_learned_prompt_token(true)
-            .with_dense_no_mask_embed(false);
-        let decoder = base
-            .mask_decoder
-            .with_pos_encodings_in_blocks(false)
-            .with_single_mask_output(true);
-        SamConfig::new(encoder, prompt, decoder).with_name("tiny_salt_paper".to_string())
+        Self::tiny().with_paper_changes(64, Some(16), "tiny_salt_paper")
     }
 
     /// The SALT paper's model (S-SAM's "prompt-adapted SAM"; salt-reference.md §3), from ViT-B:
@@ -130,25 +114,43 @@ impl SamConfig {
     /// The text-embedding input (CLIP → Linear → ReLU → BatchNorm1d) is off; turn it on with
     /// `prompt_encoder.text_embedding_dim = Some(512)`.
     pub fn salt_paper() -> Self {
-        let base = Self::vit_b();
-        let img_size = 512;
-        let grid = img_size / 16;
-        let mut encoder = base.image_encoder;
+        Self::vit_b().with_paper_changes(512, Some(64), "salt_paper")
+    }
+
+    /// This model with every change of [`Self::salt_paper`]: input `img_size`, global attention
+    /// in every block without relative positions, LayerNorm eps 1e-5, the learned prompt token
+    /// without a dense embedding, no positional encodings inside the decoder blocks, one mask.
+    /// `pos_embed_source_grid`: the grid of the checkpoint's `pos_embed`, pooled to the model's
+    /// at load (`None`: loaded as it is).
+    pub fn with_paper_changes(
+        self,
+        img_size: usize,
+        pos_embed_source_grid: Option<usize>,
+        name: &str,
+    ) -> Self {
+        let mut encoder = self.image_encoder;
+        let depth = encoder.depth;
+        let grid = img_size / encoder.patch_size;
         encoder.img_size = img_size;
         let encoder = encoder
             .with_window_size(0)
-            .with_global_attn_indexes((0..12).collect())
+            .with_global_attn_indexes((0..depth).collect())
             .with_use_rel_pos(false)
             .with_layer_norm_eps(1e-5)
-            .with_pos_embed_source_grid(Some(64));
-        let prompt = PromptEncoderConfig::new(256, [grid, grid], [img_size, img_size])
-            .with_learned_prompt_token(true)
-            .with_dense_no_mask_embed(false);
-        let decoder = base
+            .with_pos_embed_source_grid(pos_embed_source_grid);
+        let prompt = PromptEncoderConfig::new(
+            self.prompt_encoder.embed_dim,
+            [grid, grid],
+            [img_size, img_size],
+        )
+        .with_mask_in_chans(self.prompt_encoder.mask_in_chans)
+        .with_learned_prompt_token(true)
+        .with_dense_no_mask_embed(false);
+        let decoder = self
             .mask_decoder
             .with_pos_encodings_in_blocks(false)
             .with_single_mask_output(true);
-        SamConfig::new(encoder, prompt, decoder).with_name("salt_paper".to_string())
+        SamConfig::new(encoder, prompt, decoder).with_name(name.to_string())
     }
 
     /// A preset by name: `vit_b`, `vit_l`, `vit_h`, `salt_paper` or `tiny`.

@@ -13,6 +13,14 @@ pub enum Error {
         /// What the reader said.
         message: String,
     },
+    /// A checkpoint could not be written.
+    #[error("cannot write checkpoint {path}: {message}")]
+    CheckpointWrite {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The checkpoint's extension is neither `.pth`/`.pt` nor `.safetensors`.
     #[error(
         "checkpoint {path}: unknown format (extension `{extension}`); expected a `torch.save`d \

@@ -31,7 +31,9 @@ mod sam;
 pub mod transformer;
 mod transforms;
 
-pub use checkpoint::{load_checkpoint, LoadReport};
+pub use checkpoint::{
+    checkpoint_metadata, load_checkpoint, save_checkpoint, LoadReport, SaveReport,
+};
 pub use config::SamConfig;
 pub use error::{Error, Result};
 pub use mask_decoder::DecoderOutput;

@@ -205,3 +205,96 @@ fn salt_paper_skips_rel_pos_and_pools_pos_embed() {
         Err(Error::InvalidPrompt(_))
     ));
 }
+
+/// Every parameter of `sam` as `(path, shape, values)`.
+fn params(sam: &Sam<TestBackend>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    use burn_store::ModuleSnapshot;
+    sam.collect(None, None, false)
+        .into_iter()
+        .map(|s| {
+            let v = s
+                .to_data()
+                .unwrap()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap();
+            (s.full_path(), s.shape.to_vec(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn saved_checkpoint_is_the_official_file_back() {
+    // Meta's tiny checkpoint → salt-sam → save: the same keys, shapes and bits as the file
+    // `segment_anything` wrote, so `Sam.load_state_dict(strict=True)` takes it.
+    let mut sam = tiny();
+    load_checkpoint(&mut sam, &fixture("checkpoint.safetensors")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export.safetensors");
+    let meta = BTreeMap::from([("salt.model".to_string(), "tiny".to_string())]);
+    let report = salt_sam::save_checkpoint(&sam, &out, &meta).unwrap();
+    let original = tiny_tensors();
+    let bytes = std::fs::read(&out).unwrap();
+    let saved = SafeTensors::deserialize(&bytes).unwrap();
+    let mut saved_keys: Vec<String> = saved.names().into_iter().map(String::from).collect();
+    saved_keys.sort();
+    let original_keys: Vec<String> = original.keys().cloned().collect();
+    assert_eq!(saved_keys, original_keys);
+    assert_eq!(report.tensors, original.len());
+    for (key, (shape, values)) in &original {
+        let view = saved.tensor(key).unwrap();
+        assert_eq!(view.dtype(), Dtype::F32, "{key}");
+        assert_eq!(view.shape(), shape.as_slice(), "{key}");
+        let got: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert!(
+            got.iter()
+                .zip(values)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{key} differs"
+        );
+    }
+    assert_eq!(
+        salt_sam::checkpoint_metadata(&out)
+            .unwrap()
+            .get("salt.model"),
+        Some(&"tiny".to_string())
+    );
+}
+
+#[test]
+fn salt_paper_model_round_trips_with_its_own_parameters() {
+    // The paper's model has parameters no SAM file has (the prompt token) and a pooled
+    // pos_embed: saved and loaded back, every parameter is bit-identical.
+    let config = SamConfig::tiny_salt_paper();
+    let a: Sam<TestBackend> = config.init(&Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("paper.safetensors");
+    salt_sam::save_checkpoint(&a, &out, &BTreeMap::new()).unwrap();
+    let mut b: Sam<TestBackend> = config.init(&Default::default()).unwrap();
+    assert_ne!(params(&a), params(&b), "two inits should differ");
+    let report = load_checkpoint(&mut b, &out).unwrap();
+    assert!(report.kept_init.is_empty(), "{:?}", report.kept_init);
+    assert!(report.transformed.is_empty(), "{:?}", report.transformed);
+    assert_eq!(params(&a), params(&b));
+}
+
+#[test]
+fn saving_refuses_pth_and_adapters() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = salt_sam::save_checkpoint(&tiny(), &dir.path().join("x.pth"), &BTreeMap::new())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::CheckpointWrite { .. }) && err.to_string().contains(".safetensors"),
+        "{err}"
+    );
+    let mut adapted = tiny();
+    salt_core::inject(&mut adapted, &salt_core::AdapterConfig::lora(4)).unwrap();
+    let path = dir.path().join("x.safetensors");
+    let err = salt_sam::save_checkpoint(&adapted, &path, &BTreeMap::new()).unwrap_err();
+    assert!(err.to_string().contains("adapter"), "{err}");
+    assert!(!path.exists(), "nothing written on error");
+}
