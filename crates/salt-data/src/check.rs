@@ -12,7 +12,7 @@ use crate::dataset::{
     parse_coco, Layout,
 };
 use crate::image_io::{read_image, read_mask_for};
-use crate::split::{read_split_csv, Split};
+use crate::split::{read_split_csv_lenient, Split};
 use crate::Error;
 
 /// One problem found in a dataset.
@@ -193,9 +193,10 @@ fn check_paper(root: &Path) -> Report {
             "missing split file (make one with `salt data split`)",
         ));
     } else {
-        match read_split_csv(&csv) {
+        match read_split_csv_lenient(&csv) {
             Err(e) => problems.push(e.into()),
-            Ok(rows) => {
+            Ok((rows, row_problems)) => {
+                problems.extend(row_problems.into_iter().map(Into::into));
                 let mut listed = HashSet::new();
                 for (i, r) in rows.iter().enumerate() {
                     let ip = paper_image_path(root, &r.image);
@@ -400,18 +401,17 @@ mod tests {
         assert!(has("orphan_mask.png: mask without an image"), "{text:#?}");
         assert!(has("ghost.png"), "{text:#?}");
         assert!(has("extra.png: image not listed"), "{text:#?}");
+        // Every bad row of the CSV at once: an unknown split, a missing file, a duplicate.
         std::fs::write(
             root.join("data_split.csv"),
-            "imgs,split\nextra.png,holdout\n",
+            format!("{csv}extra.png,holdout\nghost.png,train\nghost.png,val\n"),
         )
         .unwrap();
         let r = check(root);
-        assert!(
-            r.problems
-                .iter()
-                .any(|p| p.to_string().contains("unknown split \"holdout\"")),
-            "{:?}",
-            r.problems
-        );
+        let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+        assert!(has("unknown split \"holdout\""), "{text:#?}");
+        assert!(has("names missing file"), "{text:#?}");
+        assert!(has("\"ghost.png\" listed twice"), "{text:#?}");
     }
 }

@@ -79,6 +79,16 @@ fn unquote(field: &str) -> &str {
 /// Parses the text of a split CSV: a header naming `imgs` and `split` (other columns ignored,
 /// any order), then one row per image. `path` is used in errors only.
 pub fn parse_split_csv(text: &str, path: &Path) -> Result<Vec<SplitRow>> {
+    let (rows, mut problems) = parse_split_csv_lenient(text, path);
+    match problems.is_empty() {
+        true => Ok(rows),
+        false => Err(problems.swap_remove(0)),
+    }
+}
+
+/// Like [`parse_split_csv`], but goes on past bad rows: every readable row, and every problem
+/// (each naming its line). A missing or unusable header is the only problem when there is one.
+pub fn parse_split_csv_lenient(text: &str, path: &Path) -> (Vec<SplitRow>, Vec<Error>) {
     let csv_err = |line: usize, message: String| Error::Csv {
         path: path.to_path_buf(),
         line,
@@ -89,55 +99,80 @@ pub fn parse_split_csv(text: &str, path: &Path) -> Result<Vec<SplitRow>> {
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines
-        .next()
-        .ok_or_else(|| csv_err(1, "empty file; expected a header `imgs,split`".into()))?;
+    let Some((_, header)) = lines.next() else {
+        return (
+            Vec::new(),
+            vec![csv_err(
+                1,
+                "empty file; expected a header `imgs,split`".into(),
+            )],
+        );
+    };
     let cols: Vec<&str> = header.split(',').map(unquote).collect();
     let find = |name: &str| cols.iter().position(|c| c.eq_ignore_ascii_case(name));
     let (Some(ic), Some(sc)) = (find("imgs"), find("split")) else {
-        return Err(csv_err(
-            1,
-            format!("header {header:?} lacks the columns `imgs` and `split`"),
-        ));
+        return (
+            Vec::new(),
+            vec![csv_err(
+                1,
+                format!("header {header:?} lacks the columns `imgs` and `split`"),
+            )],
+        );
     };
     let mut rows = Vec::new();
+    let mut problems = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, line) in lines {
         let n = i + 1;
         let fields: Vec<&str> = line.split(',').map(unquote).collect();
         if fields.len() != cols.len() {
-            return Err(csv_err(
+            problems.push(csv_err(
                 n,
                 format!("{} fields, header has {}", fields.len(), cols.len()),
             ));
+            continue;
         }
         let image = fields[ic].to_string();
         if image.is_empty() {
-            return Err(csv_err(n, "empty `imgs` value".into()));
+            problems.push(csv_err(n, "empty `imgs` value".into()));
+            continue;
         }
-        let split = Split::parse(fields[sc]).ok_or_else(|| Error::UnknownSplit {
-            path: path.to_path_buf(),
-            line: n,
-            split: fields[sc].to_string(),
-            expected: SPLIT_NAMES,
-        })?;
+        let Some(split) = Split::parse(fields[sc]) else {
+            problems.push(Error::UnknownSplit {
+                path: path.to_path_buf(),
+                line: n,
+                split: fields[sc].to_string(),
+                expected: SPLIT_NAMES,
+            });
+            continue;
+        };
         if !seen.insert(image.clone()) {
-            return Err(csv_err(n, format!("{image:?} listed twice")));
+            problems.push(csv_err(n, format!("{image:?} listed twice")));
+            continue;
         }
         rows.push(SplitRow { image, split });
     }
-    Ok(rows)
+    (rows, problems)
 }
 
 /// Reads `data_split.csv`.
 pub fn read_split_csv(path: &Path) -> Result<Vec<SplitRow>> {
+    parse_split_csv(&read_text(path)?, path)
+}
+
+/// Like [`read_split_csv`], but goes on past bad rows ([`parse_split_csv_lenient`]); only an
+/// unreadable file is an error.
+pub fn read_split_csv_lenient(path: &Path) -> Result<(Vec<SplitRow>, Vec<Error>)> {
+    Ok(parse_split_csv_lenient(&read_text(path)?, path))
+}
+
+fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|_| Error::Csv {
+    String::from_utf8(bytes).map_err(|_| Error::Csv {
         path: path.to_path_buf(),
         line: 1,
         message: "not UTF-8 text".into(),
-    })?;
-    parse_split_csv(&text, path)
+    })
 }
 
 /// The CSV text for `rows` (header `imgs,split`).
