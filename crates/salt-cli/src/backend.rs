@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::Result;
+use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 
 /// A device named on the command line.
@@ -97,13 +98,13 @@ fn not_compiled(spec: DeviceSpec, feature: &str) -> anyhow::Error {
 
 /// Runs `task` on the backend of `spec`.
 pub fn dispatch<T: Task>(spec: DeviceSpec, task: T) -> Result<T::Output> {
-    use burn::backend::{Autodiff, NdArray};
+    use burn::backend::NdArray;
     match spec {
         DeviceSpec::Cpu => task.run::<Autodiff<NdArray<f32>>>(Default::default()),
         DeviceSpec::Flex => {
             #[cfg(feature = "flex")]
             {
-                task.run::<Autodiff<burn::backend::Flex>>(Default::default())
+                run_on::<burn::backend::Flex, T>(task, Default::default())
             }
             #[cfg(not(feature = "flex"))]
             {
@@ -116,7 +117,7 @@ pub fn dispatch<T: Task>(spec: DeviceSpec, task: T) -> Result<T::Output> {
             {
                 let device = wgpu_device(index);
                 probe_wgpu(&device)?;
-                task.run::<Autodiff<burn::backend::Wgpu>>(device)
+                run_on::<burn::backend::Wgpu, T>(task, device)
             }
             #[cfg(not(feature = "wgpu"))]
             {
@@ -129,7 +130,7 @@ pub fn dispatch<T: Task>(spec: DeviceSpec, task: T) -> Result<T::Output> {
             {
                 probe_cuda()?;
                 let device = burn::backend::cuda::CudaDevice::new(index);
-                task.run::<Autodiff<burn::backend::Cuda>>(device)
+                run_on::<burn::backend::Cuda, T>(task, device)
             }
             #[cfg(not(feature = "cuda"))]
             {
@@ -138,6 +139,30 @@ pub fn dispatch<T: Task>(spec: DeviceSpec, task: T) -> Result<T::Output> {
             }
         }
     }
+}
+
+/// Runs `task` on backend `B` (flex, wgpu or CUDA; ndarray is called directly).
+///
+/// The unit-test build of this crate leaves these instantiations out: every command's training
+/// and evaluation code monomorphised per backend is most of this crate's compile time, paid
+/// twice by `cargo test` (library, and library again as the unit-test harness), and the unit
+/// tests run their tasks on ndarray. The library that the `salt` binary, xtask and the
+/// integration tests link always has every compiled-in backend (tests/predict.rs runs flex).
+#[cfg(all(any(feature = "flex", feature = "wgpu", feature = "cuda"), not(test)))]
+fn run_on<B: burn::tensor::backend::Backend, T: Task>(
+    task: T,
+    device: B::Device,
+) -> Result<T::Output> {
+    task.run::<Autodiff<B>>(device)
+}
+
+#[cfg(all(any(feature = "flex", feature = "wgpu", feature = "cuda"), test))]
+fn run_on<B: burn::tensor::backend::Backend, T: Task>(
+    task: T,
+    _device: B::Device,
+) -> Result<T::Output> {
+    drop(task);
+    anyhow::bail!("salt-cli's unit-test build runs tasks on ndarray only")
 }
 
 #[cfg(feature = "wgpu")]

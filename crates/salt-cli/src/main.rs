@@ -26,6 +26,8 @@ enum Command {
     Train(cmd::train::Args),
     /// Evaluate an adapter on a dataset split: per-image CSV, summary, masks, figure.
     Eval(cmd::eval::Args),
+    /// Merge an adapter into its base model and write a plain SAM checkpoint (safetensors).
+    ExportMerged(cmd::export::Args),
     /// List the backends compiled into this binary and whether each can run here.
     Devices(cmd::devices::Args),
     /// Synthetic vessel datasets, dataset checks, imports and splits.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::ExportMerged(args) => cmd::export::run(args),
         Command::Devices(args) => cmd::devices::run(args),
         Command::Data(args) => cmd::data::run(args),
         Command::Predict(args) => cmd::predict::run(args),

@@ -203,14 +203,7 @@ impl Task for CellTask {
             let (sam, policy, _) = build_model::<B>(&cfg, &device)?;
             (sam, policy, None)
         } else {
-            let summary = train::<B>(
-                &cfg,
-                &RunOptions {
-                    progress: true,
-                    ..Default::default()
-                },
-                &device,
-            )?;
+            let summary = train::<B>(&cfg, &RunOptions::with_progress(), &device)?;
             let best = cfg.out.join(BEST_DIR);
             let dir = if best.is_dir() {
                 best

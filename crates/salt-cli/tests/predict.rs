@@ -176,3 +176,194 @@ fn bad_inputs_are_clear_errors() {
     assert!(!ok && err.contains("--model tiny"), "{err}");
     assert!(!out.exists());
 }
+
+/// `salt predict` with `--save-logits` on `model_args`; returns the logits and the mask bytes.
+fn predict_logits(dir: &Path, name: &str, model_args: &[&str]) -> (Vec<f32>, Vec<u8>) {
+    let (mask, logits) = (
+        dir.join(format!("{name}.png")),
+        dir.join(format!("{name}.safetensors")),
+    );
+    let image = fixtures().join("image.png");
+    let mut args = vec!["predict"];
+    args.extend_from_slice(model_args);
+    args.extend_from_slice(&[
+        "--image",
+        image.to_str().unwrap(),
+        "--point",
+        "64,60",
+        "--out",
+        mask.to_str().unwrap(),
+        "--save-logits",
+        logits.to_str().unwrap(),
+    ]);
+    let (ok, _, stderr) = salt(&args);
+    assert!(ok, "salt {args:?} failed: {stderr}");
+    let bytes = std::fs::read(&logits).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    (f32s(&st, "masks_logits").1, std::fs::read(&mask).unwrap())
+}
+
+#[test]
+fn an_adapter_predicts_directly_and_exported_merged() {
+    // A SALT adapter on Meta's tiny checkpoint, trained a few steps; `predict --adapter`, and the
+    // `export-merged` checkpoint run by plain `predict --checkpoint`, give the same masks.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("data");
+    salt_data::synth::write_dataset_sized(
+        &data,
+        salt_data::synth::Style::parse("xray-angio").unwrap(),
+        4,
+        3,
+        salt_data::synth::SynthLayout::Paper,
+        96,
+    )
+    .unwrap();
+    let base = fixtures().join("checkpoint.pth");
+    let run = d.join("run");
+    let (ok, _, stderr) = salt(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        "tiny",
+        "--checkpoint",
+        base.to_str().unwrap(),
+        "--method",
+        "salt",
+        "--svd-rank",
+        "4",
+        "--rank",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--lr",
+        "0.01",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "salt train failed: {stderr}");
+    let adapter = run.join("last");
+
+    let merged = d.join("merged.safetensors");
+    let (ok, stdout, stderr) = salt(&[
+        "export-merged",
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(ok, "salt export-merged failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["model"], "tiny");
+    assert_eq!(summary["method"], "salt");
+    assert!(summary["merged_layers"].as_u64().unwrap() > 0, "{summary}");
+
+    let (plain, _) = predict_logits(
+        d,
+        "plain",
+        &["--checkpoint", base.to_str().unwrap(), "--model", "tiny"],
+    );
+    let (direct, direct_mask) =
+        predict_logits(d, "direct", &["--adapter", adapter.to_str().unwrap()]);
+    // No --model: the exported file names its preset.
+    let (exported, exported_mask) =
+        predict_logits(d, "exported", &["--checkpoint", merged.to_str().unwrap()]);
+    let moved = rel_l2(&direct, &plain);
+    assert!(moved > 1e-3, "the adapter changed nothing ({moved:.2e})");
+    let err = rel_l2(&exported, &direct);
+    assert!(
+        err < 1e-6,
+        "merged export differs from the adapter: {err:.2e}"
+    );
+    assert_eq!(exported_mask, direct_mask);
+}
+
+#[test]
+fn export_and_adapter_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-run/best");
+    let (ok, _, err) = salt(&[
+        "export-merged",
+        "--adapter",
+        missing.to_str().unwrap(),
+        "--out",
+        dir.path().join("m.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("no-such-run"), "{err}");
+    let (ok, _, err) = salt(&[
+        "export-merged",
+        "--adapter",
+        missing.to_str().unwrap(),
+        "--out",
+        dir.path().join("m.pth").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains(".safetensors"), "{err}");
+    let (ok, _, err) = salt(&[
+        "predict",
+        "--image",
+        "x.png",
+        "--out",
+        dir.path().join("m.png").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("--checkpoint"), "{err}");
+}
+
+/// flex, burn's other CPU backend, trains and predicts through the binary (the library's unit
+/// tests run on ndarray only) and agrees with ndarray.
+#[cfg(feature = "flex")]
+#[test]
+fn flex_trains_and_predicts_like_ndarray() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("data");
+    salt_data::synth::write_dataset_sized(
+        &data,
+        salt_data::synth::Style::parse("xray-angio").unwrap(),
+        4,
+        5,
+        salt_data::synth::SynthLayout::Paper,
+        96,
+    )
+    .unwrap();
+    let base = fixtures().join("checkpoint.pth");
+    let run = d.join("run");
+    let (ok, stdout, stderr) = salt(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        "tiny",
+        "--checkpoint",
+        base.to_str().unwrap(),
+        "--method",
+        "lora",
+        "--rank",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--device",
+        "flex",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "salt train --device flex failed: {stderr}");
+    assert!(stdout.contains("\"best_dice\""), "{stdout}");
+    assert!(run.join("last/adapter.safetensors").is_file());
+
+    let model = ["--checkpoint", base.to_str().unwrap(), "--model", "tiny"];
+    let (cpu, _) = predict_logits(d, "cpu", &[&model[..], &["--device", "cpu"]].concat());
+    let (flex, _) = predict_logits(d, "flex", &[&model[..], &["--device", "flex"]].concat());
+    let err = rel_l2(&flex, &cpu);
+    assert!(err <= TOL_LOGITS, "flex vs ndarray: relative L2 {err:.3e}");
+    let differing = cpu
+        .iter()
+        .zip(&flex)
+        .filter(|(c, f)| c.abs() > MASK_MARGIN && (**c > 0.0) != (**f > 0.0))
+        .count();
+    assert_eq!(differing, 0, "thresholded masks differ");
+}

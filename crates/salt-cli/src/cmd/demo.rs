@@ -81,14 +81,7 @@ impl Task for Demo {
     type Output = DemoReport;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<DemoReport> {
         let cfg = self.0;
-        let summary = train::<B>(
-            &cfg,
-            &RunOptions {
-                progress: true,
-                ..Default::default()
-            },
-            &device,
-        )?;
+        let summary = train::<B>(&cfg, &RunOptions::with_progress(), &device)?;
         // Evaluate the best adapter on the validation split, at the original resolution.
         let sam = load_trained::<B>(&cfg, &cfg.out.join(BEST_DIR), &device)?.valid();
         let val = VesselDataset::open(&cfg.data, Split::Val)?;

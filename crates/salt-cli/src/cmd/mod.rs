@@ -4,6 +4,7 @@ pub mod data;
 pub mod demo;
 pub mod devices;
 pub mod eval;
+pub mod export;
 pub mod metrics;
 pub mod predict;
 pub mod train;

@@ -3,21 +3,28 @@
 //! The image is resized like SAM's `ResizeLongestSide` (Pillow-exact bilinear, salt-data),
 //! embedded once, decoded for the prompts, and the logits are post-processed to the original
 //! size. Coordinates on the command line are original-image pixels.
+//!
+//! The model is a checkpoint (Meta's, or one written by `salt export-merged`) or, with
+//! `--adapter`, the base model of a training run with its adapter merged in. A model trained
+//! without prompts (the paper's learned prompt token) segments with no `--point`/`--box`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use salt_data::image_io::{read_image, write_image, write_mask};
 use salt_data::resize::{longest_side_size, resize_rgb8};
 use salt_data::{Image8, Mask};
-use salt_sam::{load_checkpoint, ImagePrompt, ResizeLongestSide, Sam, SamConfig};
+use salt_sam::{load_checkpoint, ImagePrompt, ResizeLongestSide, Sam};
 
 use crate::backend::{dispatch, DeviceSpec, Task};
+use crate::cmd::eval::run_config;
+use crate::cmd::export::MODEL_KEY;
+use crate::train::run::{load_trained, model_config};
 
 /// The overlay's tint (RGB) and its opacity over the mask.
 const TINT: [f32; 3] = [30.0, 144.0, 255.0];
@@ -26,13 +33,20 @@ const TINT_ALPHA: f32 = 0.5;
 /// Arguments of `salt predict`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// SAM checkpoint: Meta's `torch.save`d state_dict (`sam_vit_b_01ec64.pth`, ...) or
-    /// safetensors.
+    /// SAM checkpoint: Meta's `torch.save`d state_dict (`sam_vit_b_01ec64.pth`, ...), a
+    /// safetensors file, or a model written by `salt export-merged`. With `--adapter`: the base
+    /// checkpoint (default: the training run's).
+    #[arg(long, required_unless_present = "adapter")]
+    pub checkpoint: Option<PathBuf>,
+    /// A trained adapter directory (`adapter.safetensors` + `adapter_config.json`, e.g.
+    /// `runs/x/best`): the base model of its run with the adapter merged in.
     #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Model preset the checkpoint was made for.
-    #[arg(long, default_value = "vit_b", value_parser = ["vit_b", "vit_l", "vit_h", "salt_paper", "tiny"])]
-    pub model: String,
+    pub adapter: Option<PathBuf>,
+    /// Model preset the checkpoint was made for (vit_b, vit_l, vit_h, salt_paper, small, tiny,
+    /// tiny_salt_paper); default: the `salt.model` of a checkpoint written by
+    /// `salt export-merged`, else vit_b. With `--adapter` the run's model is used.
+    #[arg(long, conflicts_with = "adapter")]
+    pub model: Option<String>,
     /// Image to segment (PNG, TIFF, JPEG, GIF; grey or RGB).
     #[arg(long)]
     pub image: PathBuf,
@@ -142,18 +156,34 @@ impl Task for Predict {
     }
 }
 
-fn predict<B: Backend>(args: Args, image: Image8, device: &B::Device) -> Result<()> {
-    let config = SamConfig::preset(&args.model)?;
+/// The model to run: a checkpoint, or the base of a run with its adapter merged in.
+fn load_model<B: Backend>(args: &Args, device: &B::Device) -> Result<(Sam<B>, String)> {
+    if let Some(dir) = &args.adapter {
+        let cfg = run_config(dir, args.checkpoint.clone())?;
+        let mut sam = load_trained::<B>(&cfg, dir, device)?;
+        let merged = salt_core::merge(&mut sam);
+        tracing::info!(adapter = %dir.display(), model = %cfg.model, merged, "adapter merged");
+        return Ok((sam, cfg.model));
+    }
+    let Some(checkpoint) = &args.checkpoint else {
+        bail!("give --checkpoint (a SAM checkpoint) or --adapter (a trained adapter directory)");
+    };
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => salt_sam::checkpoint_metadata(checkpoint)?
+            .remove(MODEL_KEY)
+            .unwrap_or_else(|| "vit_b".to_string()),
+    };
+    let config = model_config(&model)?;
     let mut sam: Sam<B> = config.init(device).context("building the SAM model")?;
-    let report = load_checkpoint(&mut sam, &args.checkpoint).with_context(|| {
-        format!(
-            "loading checkpoint {} as `{}`",
-            args.checkpoint.display(),
-            args.model
-        )
-    })?;
-    tracing::info!(tensors = report.applied, model = %args.model, "checkpoint loaded");
+    let report = load_checkpoint(&mut sam, checkpoint)
+        .with_context(|| format!("loading checkpoint {} as `{model}`", checkpoint.display()))?;
+    tracing::info!(tensors = report.applied, model = %model, "checkpoint loaded");
+    Ok((sam, model))
+}
 
+fn predict<B: Backend>(args: Args, image: Image8, device: &B::Device) -> Result<()> {
+    let (sam, model) = load_model::<B>(&args, device)?;
     let (h, w) = (image.height, image.width);
     let target = sam.img_size();
     let (rh, rw) = longest_side_size(h, w, target);
@@ -163,10 +193,7 @@ fn predict<B: Backend>(args: Args, image: Image8, device: &B::Device) -> Result<
     let spinner = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid progress template"),
     );
-    spinner.set_message(format!(
-        "embedding the image ({}, {target}×{target})",
-        args.model
-    ));
+    spinner.set_message(format!("embedding the image ({model}, {target}×{target})"));
     spinner.enable_steady_tick(Duration::from_millis(120));
     let embedding = sam.image_embeddings(input);
     let transform = ResizeLongestSide::new(target, (h, w));

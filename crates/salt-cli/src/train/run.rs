@@ -46,15 +46,8 @@ const OPTIM_FILE: &str = "optimizer.bin";
 /// on a 4-block, 32-d ViT at 128 px).
 pub fn model_config(name: &str) -> Result<SamConfig> {
     if name == "small" {
-        let mut c = SamConfig::tiny_salt_paper();
-        c.image_encoder.img_size = 128;
-        c.image_encoder.pos_embed_source_grid = None;
-        c.prompt_encoder =
-            salt_sam::prompt_encoder::PromptEncoderConfig::new(32, [16, 16], [128, 128])
-                .with_learned_prompt_token(true)
-                .with_dense_no_mask_embed(false);
-        c.name = "small".into();
-        return Ok(c);
+        // The paper's model at the tiny encoder's size: 128 px, a 16×16 grid.
+        return Ok(SamConfig::tiny().with_paper_changes(128, None, "small"));
     }
     SamConfig::preset(name).map_err(|e| {
         anyhow::anyhow!(
@@ -134,6 +127,16 @@ pub struct RunOptions {
     pub progress: bool,
     /// After training, also evaluate the training split (reported as `train_dice`).
     pub eval_train: bool,
+}
+
+impl RunOptions {
+    /// A fresh run with progress bars (the commands' default).
+    pub fn with_progress() -> Self {
+        Self {
+            progress: true,
+            ..Self::default()
+        }
+    }
 }
 
 fn seed_for(seed: u64, epoch: usize, stream: u64) -> u64 {

@@ -1,0 +1,122 @@
+//! `salt export-merged`: fold a trained adapter into its base weights and write a plain SAM
+//! checkpoint (no adapter code or cost at inference).
+//!
+//! The file is safetensors with SAM's own key names and PyTorch layouts (salt-sam's
+//! `save_checkpoint`): `salt predict --checkpoint` runs it, and for the stock presets
+//! (`vit_b`, `vit_l`, `vit_h`, `tiny`) `segment_anything`'s `Sam.load_state_dict` takes it as
+//! it is. Models of the paper (`salt_paper`, `small`) keep their extra parameters (the learned
+//! prompt token, the pooled `pos_embed`) and load back into the same preset.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::Serialize;
+
+use crate::cmd::eval::run_config;
+use crate::train::run::load_trained;
+
+/// The checkpoint-header key naming the model preset; `salt predict` reads it.
+pub const MODEL_KEY: &str = "salt.model";
+
+/// Arguments of `salt export-merged`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Adapter directory (`adapter.safetensors` + `adapter_config.json`), e.g. `runs/x/best`.
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// Base checkpoint; default: the training run's (its `config.toml` beside the adapter).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Output checkpoint (`.safetensors`).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// What `salt export-merged` wrote (printed as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportSummary {
+    /// The written checkpoint.
+    pub out: PathBuf,
+    /// Model preset (also in the file's header under `salt.model`).
+    pub model: String,
+    /// Fine-tuning method of the adapter.
+    pub method: String,
+    /// The adapter directory.
+    pub adapter: PathBuf,
+    /// The base checkpoint, `null` for a random base rebuilt from the run's seed.
+    pub base_checkpoint: Option<PathBuf>,
+    /// Layers whose adapter was folded into the weight.
+    pub merged_layers: usize,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Parameters written.
+    pub parameters: usize,
+    /// File size in bytes.
+    pub bytes: usize,
+}
+
+/// Runs `salt export-merged`.
+pub fn run(args: Args) -> Result<()> {
+    let summary = export_merged(&args.adapter, args.checkpoint, &args.out)?;
+    eprintln!(
+        "merged {} layer(s) into {} ({} tensors); run it with `salt predict --checkpoint {}`",
+        summary.merged_layers,
+        summary.out.display(),
+        summary.tensors,
+        summary.out.display()
+    );
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// Loads the base model with the adapter of `adapter`, merges it, and writes `out`.
+///
+/// Runs on the CPU (ndarray): merging costs one small matrix product per adapted layer.
+pub fn export_merged(
+    adapter: &Path,
+    checkpoint: Option<PathBuf>,
+    out: &Path,
+) -> Result<ExportSummary> {
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    ensure!(
+        ext.eq_ignore_ascii_case("safetensors"),
+        "--out {}: expected a .safetensors file (PyTorch reads it with \
+         `safetensors.torch.load_file`)",
+        out.display()
+    );
+    let cfg = run_config(adapter, checkpoint)?;
+    type B = burn::backend::NdArray<f32>;
+    let mut sam = load_trained::<B>(&cfg, adapter, &Default::default())?;
+    let merged_layers = salt_core::merge(&mut sam);
+    let method = clap::ValueEnum::to_possible_value(&cfg.method)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let mut metadata = BTreeMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (MODEL_KEY.to_string(), cfg.model.clone()),
+        ("salt.method".to_string(), method.clone()),
+        ("salt.adapter".to_string(), adapter.display().to_string()),
+        ("salt.merged_layers".to_string(), merged_layers.to_string()),
+        (
+            "salt.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ]);
+    if let Some(base) = &cfg.checkpoint {
+        metadata.insert("salt.base_checkpoint".into(), base.display().to_string());
+    }
+    let report = salt_sam::save_checkpoint(&sam, out, &metadata)
+        .with_context(|| format!("writing the merged model {}", out.display()))?;
+    Ok(ExportSummary {
+        out: out.to_path_buf(),
+        model: cfg.model,
+        method,
+        adapter: adapter.to_path_buf(),
+        base_checkpoint: cfg.checkpoint,
+        merged_layers,
+        tensors: report.tensors,
+        parameters: report.parameters,
+        bytes: report.bytes,
+    })
+}
