@@ -279,6 +279,51 @@ fn an_adapter_predicts_directly_and_exported_merged() {
         "merged export differs from the adapter: {err:.2e}"
     );
     assert_eq!(exported_mask, direct_mask);
+
+    // Without prompts, `predict --adapter` is the model `salt eval` measures: same pre-processing
+    // (min–max, as in training), same mask for a validation image.
+    let ev = d.join("eval");
+    let (ok, _, stderr) = salt(&[
+        "eval",
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        ev.to_str().unwrap(),
+    ]);
+    assert!(ok, "salt eval failed: {stderr}");
+    let evaluated = std::fs::read_dir(ev.join("masks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let id = evaluated
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches("_mask.png")
+        .to_string();
+    let predicted = d.join("predicted.png");
+    let (ok, _, stderr) = salt(&[
+        "predict",
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--image",
+        data.join(format!("images/{id}.png")).to_str().unwrap(),
+        "--out",
+        predicted.to_str().unwrap(),
+    ]);
+    assert!(ok, "salt predict failed: {stderr}");
+    let a = salt_data::image_io::read_mask(&evaluated).unwrap();
+    let b = salt_data::image_io::read_mask(&predicted).unwrap();
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    assert_eq!(
+        a.data, b.data,
+        "predict --adapter and eval disagree on {id}"
+    );
 }
 
 #[test]

@@ -98,6 +98,11 @@ pub fn export_merged(
         ("salt.method".to_string(), method.clone()),
         ("salt.adapter".to_string(), adapter.display().to_string()),
         ("salt.merged_layers".to_string(), merged_layers.to_string()),
+        // Trained on min–max scaled images: `salt predict` does the same for this file.
+        (
+            crate::cmd::predict::PREPROCESS_KEY.to_string(),
+            "paper".to_string(),
+        ),
         (
             "salt.version".to_string(),
             env!("CARGO_PKG_VERSION").to_string(),

@@ -47,6 +47,11 @@ pub struct Args {
     /// `salt export-merged`, else vit_b. With `--adapter` the run's model is used.
     #[arg(long, conflicts_with = "adapter")]
     pub model: Option<String>,
+    /// Input pre-processing: `sam` (SAM's: resize, normalise, pad), `paper` (per-image min–max
+    /// to 0–255 first, as `salt train` and `salt eval` do), or `auto`: `paper` for a model that
+    /// salt trained (`--adapter`, or a file from `salt export-merged`), else `sam`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub preprocess: Preprocessing,
     /// Image to segment (PNG, TIFF, JPEG, GIF; grey or RGB).
     #[arg(long)]
     pub image: PathBuf,
@@ -74,6 +79,20 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
 }
+
+/// Input pre-processing of `salt predict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preprocessing {
+    /// `paper` for models salt trained, `sam` for others.
+    Auto,
+    /// SAM's own: resize the longest side, normalise, pad.
+    Sam,
+    /// Per-image min–max to 0–255, then SAM's (the training pipeline's).
+    Paper,
+}
+
+/// The checkpoint-header key naming the pre-processing a model was trained with.
+pub const PREPROCESS_KEY: &str = "salt.preprocess";
 
 fn parse_point(s: &str) -> std::result::Result<([f32; 2], i64), String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
@@ -156,21 +175,24 @@ impl Task for Predict {
     }
 }
 
-/// The model to run: a checkpoint, or the base of a run with its adapter merged in.
-fn load_model<B: Backend>(args: &Args, device: &B::Device) -> Result<(Sam<B>, String)> {
+/// The model to run (a checkpoint, or the base of a run with its adapter merged in), its
+/// preset, and whether salt trained it (so it expects the training pipeline's min–max).
+fn load_model<B: Backend>(args: &Args, device: &B::Device) -> Result<(Sam<B>, String, bool)> {
     if let Some(dir) = &args.adapter {
         let cfg = run_config(dir, args.checkpoint.clone())?;
         let mut sam = load_trained::<B>(&cfg, dir, device)?;
         let merged = salt_core::merge(&mut sam);
         tracing::info!(adapter = %dir.display(), model = %cfg.model, merged, "adapter merged");
-        return Ok((sam, cfg.model));
+        return Ok((sam, cfg.model, true));
     }
     let Some(checkpoint) = &args.checkpoint else {
         bail!("give --checkpoint (a SAM checkpoint) or --adapter (a trained adapter directory)");
     };
+    let mut metadata = salt_sam::checkpoint_metadata(checkpoint)?;
+    let trained = metadata.get(PREPROCESS_KEY).map(String::as_str) == Some("paper");
     let model = match &args.model {
         Some(m) => m.clone(),
-        None => salt_sam::checkpoint_metadata(checkpoint)?
+        None => metadata
             .remove(MODEL_KEY)
             .unwrap_or_else(|| "vit_b".to_string()),
     };
@@ -179,15 +201,28 @@ fn load_model<B: Backend>(args: &Args, device: &B::Device) -> Result<(Sam<B>, St
     let report = load_checkpoint(&mut sam, checkpoint)
         .with_context(|| format!("loading checkpoint {} as `{model}`", checkpoint.display()))?;
     tracing::info!(tensors = report.applied, model = %model, "checkpoint loaded");
-    Ok((sam, model))
+    Ok((sam, model, trained))
 }
 
 fn predict<B: Backend>(args: Args, image: Image8, device: &B::Device) -> Result<()> {
-    let (sam, model) = load_model::<B>(&args, device)?;
+    let (sam, model, trained) = load_model::<B>(&args, device)?;
+    let min_max = match args.preprocess {
+        Preprocessing::Auto => trained,
+        Preprocessing::Sam => false,
+        Preprocessing::Paper => true,
+    };
+    let scaled;
+    let input_image = match min_max {
+        true => {
+            scaled = salt_data::preprocess::min_max_u8(&image);
+            &scaled
+        }
+        false => &image,
+    };
     let (h, w) = (image.height, image.width);
     let target = sam.img_size();
     let (rh, rw) = longest_side_size(h, w, target);
-    let resized = resize_rgb8(&image.data, w, h, 3, rw, rh);
+    let resized = resize_rgb8(&input_image.data, w, h, 3, rw, rh);
     let input = sam.preprocess(&resized, rh, rw, device)?;
 
     let spinner = ProgressBar::new_spinner().with_style(
