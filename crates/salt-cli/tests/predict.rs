@@ -203,25 +203,22 @@ fn predict_logits(dir: &Path, name: &str, model_args: &[&str]) -> (Vec<f32>, Vec
     (f32s(&st, "masks_logits").1, std::fs::read(&mask).unwrap())
 }
 
-#[test]
-fn an_adapter_predicts_directly_and_exported_merged() {
-    // A SALT adapter on Meta's tiny checkpoint, trained a few steps; `predict --adapter`, and the
-    // `export-merged` checkpoint run by plain `predict --checkpoint`, give the same masks.
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Writes 4 synthetic angiograms (96 px) to `d/data` and trains one epoch of Meta's tiny
+/// checkpoint on them with `method_args`; returns the dataset and the run directory.
+fn train_tiny(d: &Path, seed: u64, method_args: &[&str]) -> (PathBuf, PathBuf) {
     let data = d.join("data");
     salt_data::synth::write_dataset_sized(
         &data,
         salt_data::synth::Style::parse("xray-angio").unwrap(),
         4,
-        3,
+        seed,
         salt_data::synth::SynthLayout::Paper,
         96,
     )
     .unwrap();
     let base = fixtures().join("checkpoint.pth");
     let run = d.join("run");
-    let (ok, _, stderr) = salt(&[
+    let mut args = vec![
         "train",
         "--data",
         data.to_str().unwrap(),
@@ -229,22 +226,42 @@ fn an_adapter_predicts_directly_and_exported_merged() {
         "tiny",
         "--checkpoint",
         base.to_str().unwrap(),
-        "--method",
-        "salt",
-        "--svd-rank",
-        "4",
-        "--rank",
-        "2",
         "--epochs",
         "1",
         "--batch-size",
         "2",
-        "--lr",
-        "0.01",
         "--out",
         run.to_str().unwrap(),
-    ]);
-    assert!(ok, "salt train failed: {stderr}");
+    ];
+    args.extend_from_slice(method_args);
+    let (ok, stdout, stderr) = salt(&args);
+    assert!(ok, "salt {args:?} failed: {stderr}");
+    assert!(stdout.contains("\"best_dice\""), "{stdout}");
+    assert!(run.join("last/adapter.safetensors").is_file());
+    (data, run)
+}
+
+#[test]
+fn an_adapter_predicts_directly_and_exported_merged() {
+    // A SALT adapter on Meta's tiny checkpoint, trained a few steps; `predict --adapter`, and the
+    // `export-merged` checkpoint run by plain `predict --checkpoint`, give the same masks.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (data, run) = train_tiny(
+        d,
+        3,
+        &[
+            "--method",
+            "salt",
+            "--svd-rank",
+            "4",
+            "--rank",
+            "2",
+            "--lr",
+            "0.01",
+        ],
+    );
+    let base = fixtures().join("checkpoint.pth");
     let adapter = run.join("last");
 
     let merged = d.join("merged.safetensors");
@@ -363,43 +380,12 @@ fn export_and_adapter_errors_are_clear() {
 fn flex_trains_and_predicts_like_ndarray() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let data = d.join("data");
-    salt_data::synth::write_dataset_sized(
-        &data,
-        salt_data::synth::Style::parse("xray-angio").unwrap(),
-        4,
+    train_tiny(
+        d,
         5,
-        salt_data::synth::SynthLayout::Paper,
-        96,
-    )
-    .unwrap();
+        &["--method", "lora", "--rank", "2", "--device", "flex"],
+    );
     let base = fixtures().join("checkpoint.pth");
-    let run = d.join("run");
-    let (ok, stdout, stderr) = salt(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        "tiny",
-        "--checkpoint",
-        base.to_str().unwrap(),
-        "--method",
-        "lora",
-        "--rank",
-        "2",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--device",
-        "flex",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
-    assert!(ok, "salt train --device flex failed: {stderr}");
-    assert!(stdout.contains("\"best_dice\""), "{stdout}");
-    assert!(run.join("last/adapter.safetensors").is_file());
-
     let model = ["--checkpoint", base.to_str().unwrap(), "--model", "tiny"];
     let (cpu, _) = predict_logits(d, "cpu", &[&model[..], &["--device", "cpu"]].concat());
     let (flex, _) = predict_logits(d, "flex", &[&model[..], &["--device", "flex"]].concat());

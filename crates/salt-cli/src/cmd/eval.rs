@@ -29,15 +29,25 @@ pub enum Protocol {
     SaltPaper,
 }
 
-/// Arguments of `salt eval`.
+/// A trained model on the command line: its adapter directory, and the base checkpoint when it
+/// is not the run's (`salt eval`, `salt export-merged`).
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct AdapterArgs {
     /// Adapter directory (`adapter.safetensors` + `adapter_config.json`), e.g. `runs/x/best`.
     #[arg(long)]
     pub adapter: PathBuf,
-    /// Base checkpoint; default: the one of the training run (its `config.toml`).
+    /// Base checkpoint; default: the one of the training run (its `config.toml` beside the
+    /// adapter directory).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+}
+
+/// Arguments of `salt eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The trained model.
+    #[command(flatten)]
+    pub trained: AdapterArgs,
     /// Dataset root.
     #[arg(long)]
     pub data: PathBuf,
@@ -195,7 +205,7 @@ impl Task for Eval {
     type Output = salt_metrics::Report;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<salt_metrics::Report> {
         let Eval(args, cfg, split, opts) = self;
-        let sam = load_trained::<B>(&cfg, &args.adapter, &device)?.valid();
+        let sam = load_trained::<B>(&cfg, &args.trained.adapter, &device)?.valid();
         let data = VesselDataset::open(&args.data, split).with_context(|| {
             format!(
                 "opening the {} split of {}",
@@ -237,7 +247,7 @@ pub fn run(args: Args) -> Result<()> {
         ..Default::default()
     };
     let spec: DeviceSpec = args.device.parse().map_err(anyhow::Error::msg)?;
-    let cfg = run_config(&args.adapter, args.checkpoint.clone())?;
+    let cfg = run_config(&args.trained.adapter, args.trained.checkpoint.clone())?;
     let out = args.out.clone();
     let protocol = args.protocol;
     let report = dispatch(spec, Eval(args, cfg, split, opts))?;

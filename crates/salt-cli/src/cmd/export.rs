@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
-use crate::cmd::eval::run_config;
+use crate::cmd::eval::{run_config, AdapterArgs};
 use crate::train::run::load_trained;
 
 /// The checkpoint-header key naming the model preset; `salt predict` reads it.
@@ -22,12 +22,9 @@ pub const MODEL_KEY: &str = "salt.model";
 /// Arguments of `salt export-merged`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Adapter directory (`adapter.safetensors` + `adapter_config.json`), e.g. `runs/x/best`.
-    #[arg(long)]
-    pub adapter: PathBuf,
-    /// Base checkpoint; default: the training run's (its `config.toml` beside the adapter).
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
+    /// The trained model.
+    #[command(flatten)]
+    pub trained: AdapterArgs,
     /// Output checkpoint (`.safetensors`).
     #[arg(long)]
     pub out: PathBuf,
@@ -58,7 +55,7 @@ pub struct ExportSummary {
 
 /// Runs `salt export-merged`.
 pub fn run(args: Args) -> Result<()> {
-    let summary = export_merged(&args.adapter, args.checkpoint, &args.out)?;
+    let summary = export_merged(&args.trained.adapter, args.trained.checkpoint, &args.out)?;
     eprintln!(
         "merged {} layer(s) into {} ({} tensors); run it with `salt predict --checkpoint {}`",
         summary.merged_layers,

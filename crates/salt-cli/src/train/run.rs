@@ -814,8 +814,10 @@ mod tests {
         train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &Default::default()).unwrap();
         let out = dir.path().join("eval");
         crate::cmd::eval::run(crate::cmd::eval::Args {
-            adapter: cfg.out.join(BEST_DIR),
-            checkpoint: None,
+            trained: crate::cmd::eval::AdapterArgs {
+                adapter: cfg.out.join(BEST_DIR),
+                checkpoint: None,
+            },
             data: data.clone(),
             split: "val".into(),
             protocol: crate::cmd::eval::Protocol::Original,
