@@ -178,6 +178,34 @@ pub fn trainable_tensors<B: Backend, M: Module<B>>(
     c.out
 }
 
+/// Writes f32 tensors `(key, shape, values)` as a safetensors file (little-endian, `metadata` in
+/// the header) through [`write_atomic`]; returns the file's size in bytes.
+pub fn write_f32_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: HashMap<String, String>,
+) -> Result<usize> {
+    let safetensors_err = |source| Error::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((k, shape, _), b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (k.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(safetensors_err)?;
+    let data = safetensors::serialize(views, Some(metadata)).map_err(safetensors_err)?;
+    write_atomic(path, &data)?;
+    Ok(data.len())
+}
+
 /// Writes `dir/adapter.safetensors` (every trainable tensor of `module` under
 /// `manifest.trainable`) and `dir/adapter_config.json`.
 pub fn save_adapter<B: Backend, M: Module<B>>(
@@ -186,34 +214,18 @@ pub fn save_adapter<B: Backend, M: Module<B>>(
     dir: &Path,
 ) -> Result<()> {
     let tensors = trainable_tensors::<B, M>(module, &manifest.trainable);
-    let weights = dir.join(ADAPTER_WEIGHTS);
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .into_iter()
-        .map(|(k, shape, v)| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect(), shape))
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(k, b, shape)| TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (k.clone(), v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|source| Error::Safetensors {
-            path: weights.clone(),
-            source,
-        })?;
-    let mut info = HashMap::new();
-    info.insert("format".to_string(), "salt-adapter".to_string());
-    info.insert(
-        "method".to_string(),
-        manifest
-            .adapter
-            .as_ref()
-            .map_or("none", |a| a.method.name())
-            .to_string(),
-    );
-    let data = safetensors::serialize(views, Some(info)).map_err(|source| Error::Safetensors {
-        path: weights.clone(),
-        source,
-    })?;
-    write_atomic(&weights, &data)?;
+    let info = HashMap::from([
+        ("format".to_string(), "salt-adapter".to_string()),
+        (
+            "method".to_string(),
+            manifest
+                .adapter
+                .as_ref()
+                .map_or("none", |a| a.method.name())
+                .to_string(),
+        ),
+    ]);
+    write_f32_safetensors(&dir.join(ADAPTER_WEIGHTS), &tensors, info)?;
     let config = dir.join(ADAPTER_CONFIG);
     let json = serde_json::to_vec_pretty(manifest).map_err(|source| Error::Json {
         path: config.clone(),

@@ -41,8 +41,8 @@ pub use conv::{AdaptableConv2d, AdaptableConv2dConfig};
 pub use error::{Error, Result};
 pub use inject::{adaptable_paths, build_adapter, inject, merge, AdaptedLayer};
 pub use io::{
-    load_adapter_tensors, save_adapter, trainable_tensors, write_atomic, AdapterManifest,
-    AdapterTensors, BaseIdentity, ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT_VERSION,
+    load_adapter_tensors, save_adapter, trainable_tensors, write_atomic, write_f32_safetensors,
+    AdapterManifest, AdapterTensors, BaseIdentity, ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT_VERSION,
 };
 pub use linear::{AdaptableLinear, AdaptableLinearConfig};
 pub use lora::LoraAdapter;

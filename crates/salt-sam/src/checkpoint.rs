@@ -257,20 +257,13 @@ pub fn save_checkpoint<B: Backend>(
     path: &Path,
     metadata: &BTreeMap<String, String>,
 ) -> Result<SaveReport> {
-    use safetensors::tensor::TensorView;
+    check_save_path(path)?;
     let write_err = |message: String| Error::CheckpointWrite {
         path: path.to_path_buf(),
         message,
     };
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if !ext.eq_ignore_ascii_case("safetensors") {
-        return Err(write_err(format!(
-            "extension `{ext}`: salt writes checkpoints as .safetensors (PyTorch reads them with \
-             `safetensors.torch.load_file`)"
-        )));
-    }
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
-    let mut parameters = 0;
+    let mut tensors = Vec::new();
+    let mut keys = std::collections::HashSet::new();
     for snap in sam.collect(None, Some(Box::new(BurnToPyTorchAdapter)), false) {
         let burn_path = snap.full_path();
         if burn_path.split('.').any(|part| part == "adapter") {
@@ -279,37 +272,42 @@ pub fn save_checkpoint<B: Backend>(
             )));
         }
         let key = sam_key(&burn_path);
+        if !keys.insert(key.clone()) {
+            return Err(write_err(format!("two parameters map to the key `{key}`")));
+        }
         let values = snap
             .to_data()
             .map_err(|e| write_err(format!("`{key}`: {e}")))?
             .convert::<f32>()
             .into_vec::<f32>()
             .map_err(|e| write_err(format!("`{key}`: {e:?}")))?;
-        parameters += values.len();
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        if tensors
-            .insert(key.clone(), (snap.shape.to_vec(), bytes))
-            .is_some()
-        {
-            return Err(write_err(format!("two parameters map to the key `{key}`")));
-        }
+        tensors.push((key, snap.shape.to_vec(), values));
     }
-    let views = tensors
-        .iter()
-        .map(|(key, (shape, bytes))| {
-            TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (key.clone(), v))
-                .map_err(|e| write_err(format!("`{key}`: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let header: std::collections::HashMap<String, String> = metadata.clone().into_iter().collect();
-    let data = safetensors::serialize(views, Some(header)).map_err(|e| write_err(e.to_string()))?;
-    salt_core::write_atomic(path, &data).map_err(|e| write_err(e.to_string()))?;
+    let parameters = tensors.iter().map(|(_, _, v)| v.len()).sum();
+    let header = metadata.clone().into_iter().collect();
+    let bytes = salt_core::write_f32_safetensors(path, &tensors, header)
+        .map_err(|e| write_err(e.to_string()))?;
     tracing::info!(path = %path.display(), tensors = tensors.len(), parameters, "wrote SAM checkpoint");
     Ok(SaveReport {
         tensors: tensors.len(),
         parameters,
-        bytes: data.len(),
+        bytes,
+    })
+}
+
+/// Checks that `path` names a file [`save_checkpoint`] can write (a `.safetensors` file), so
+/// callers can refuse a bad output path before any heavy work.
+pub fn check_save_path(path: &Path) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext.eq_ignore_ascii_case("safetensors") {
+        return Ok(());
+    }
+    Err(Error::CheckpointWrite {
+        path: path.to_path_buf(),
+        message: format!(
+            "extension `{ext}`: salt writes checkpoints as .safetensors (PyTorch reads them with \
+             `safetensors.torch.load_file`)"
+        ),
     })
 }
 

@@ -32,7 +32,7 @@ pub mod transformer;
 mod transforms;
 
 pub use checkpoint::{
-    checkpoint_metadata, load_checkpoint, save_checkpoint, LoadReport, SaveReport,
+    check_save_path, checkpoint_metadata, load_checkpoint, save_checkpoint, LoadReport, SaveReport,
 };
 pub use config::SamConfig;
 pub use error::{Error, Result};

@@ -26,14 +26,15 @@ fn tiny_tensors() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
         .into_iter()
-        .map(|(k, v)| {
-            let values = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (k, (v.shape().to_vec(), values))
-        })
+        .map(|(k, v)| (k, (v.shape().to_vec(), f32_values(&v))))
+        .collect()
+}
+
+/// The little-endian f32 values of a tensor view.
+fn f32_values(view: &TensorView) -> Vec<f32> {
+    view.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
 }
 
@@ -245,11 +246,7 @@ fn saved_checkpoint_is_the_official_file_back() {
         let view = saved.tensor(key).unwrap();
         assert_eq!(view.dtype(), Dtype::F32, "{key}");
         assert_eq!(view.shape(), shape.as_slice(), "{key}");
-        let got: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let got = f32_values(&view);
         assert!(
             got.iter()
                 .zip(values)

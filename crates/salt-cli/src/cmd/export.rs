@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cmd::eval::{run_config, AdapterArgs};
@@ -18,6 +18,9 @@ use crate::train::run::load_trained;
 
 /// The checkpoint-header key naming the model preset; `salt predict` reads it.
 pub const MODEL_KEY: &str = "salt.model";
+/// The checkpoint-header key naming the pre-processing the model was trained with (`paper`:
+/// per-image min–max first); `salt predict` reads it.
+pub const PREPROCESS_KEY: &str = "salt.preprocess";
 
 /// Arguments of `salt export-merged`.
 #[derive(Debug, clap::Args)]
@@ -75,13 +78,8 @@ pub fn export_merged(
     checkpoint: Option<PathBuf>,
     out: &Path,
 ) -> Result<ExportSummary> {
-    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
-    ensure!(
-        ext.eq_ignore_ascii_case("safetensors"),
-        "--out {}: expected a .safetensors file (PyTorch reads it with \
-         `safetensors.torch.load_file`)",
-        out.display()
-    );
+    // Refuse a bad output path before loading the model and computing SVDs.
+    salt_sam::check_save_path(out)?;
     let cfg = run_config(adapter, checkpoint)?;
     type B = burn::backend::NdArray<f32>;
     let mut sam = load_trained::<B>(&cfg, adapter, &Default::default())?;
@@ -96,10 +94,7 @@ pub fn export_merged(
         ("salt.adapter".to_string(), adapter.display().to_string()),
         ("salt.merged_layers".to_string(), merged_layers.to_string()),
         // Trained on min–max scaled images: `salt predict` does the same for this file.
-        (
-            crate::cmd::predict::PREPROCESS_KEY.to_string(),
-            "paper".to_string(),
-        ),
+        (PREPROCESS_KEY.to_string(), "paper".to_string()),
         (
             "salt.version".to_string(),
             env!("CARGO_PKG_VERSION").to_string(),

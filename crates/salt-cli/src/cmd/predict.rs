@@ -8,8 +8,7 @@
 //! `--adapter`, the base model of a training run with its adapter merged in. A model trained
 //! without prompts (the paper's learned prompt token) segments with no `--point`/`--box`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -23,7 +22,7 @@ use salt_sam::{load_checkpoint, ImagePrompt, ResizeLongestSide, Sam};
 
 use crate::backend::{dispatch, DeviceSpec, Task};
 use crate::cmd::eval::run_config;
-use crate::cmd::export::MODEL_KEY;
+use crate::cmd::export::{MODEL_KEY, PREPROCESS_KEY};
 use crate::train::run::{load_trained, model_config};
 
 /// The overlay's tint (RGB) and its opacity over the mask.
@@ -90,9 +89,6 @@ pub enum Preprocessing {
     /// Per-image min–max to 0–255, then SAM's (the training pipeline's).
     Paper,
 }
-
-/// The checkpoint-header key naming the pre-processing a model was trained with.
-pub const PREPROCESS_KEY: &str = "salt.preprocess";
 
 fn parse_point(s: &str) -> std::result::Result<([f32; 2], i64), String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
@@ -264,19 +260,14 @@ fn predict<B: Backend>(args: Args, image: Image8, device: &B::Device) -> Result<
             .with_context(|| format!("writing overlay {}", path.display()))?;
     }
     if let Some(path) = &args.save_logits {
-        let tensors = BTreeMap::from([
-            ("image_embedding".to_string(), dims_values(embedding)),
-            (
-                "low_res_logits".to_string(),
-                dims_values(pred.low_res_logits),
-            ),
-            (
-                "iou_predictions".to_string(),
-                dims_values(pred.iou_predictions),
-            ),
-            ("masks_logits".to_string(), dims_values(pred.masks_logits)),
-        ]);
-        write_safetensors(path, &tensors)?;
+        let tensors = [
+            named("image_embedding", embedding),
+            named("low_res_logits", pred.low_res_logits),
+            named("iou_predictions", pred.iou_predictions),
+            named("masks_logits", pred.masks_logits),
+        ];
+        salt_core::write_f32_safetensors(path, &tensors, Default::default())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
         "mask {} of {c}: predicted IoU {:.4}, {} of {} pixels foreground -> {}",
@@ -296,8 +287,12 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .expect("f32 after convert")
 }
 
-fn dims_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
-    (t.dims().to_vec(), to_vec(t))
+/// `(name, shape, values)` of a tensor, for [`salt_core::write_f32_safetensors`].
+fn named<B: Backend, const D: usize>(
+    name: &str,
+    t: Tensor<B, D>,
+) -> (String, Vec<usize>, Vec<f32>) {
+    (name.to_string(), t.dims().to_vec(), to_vec(t))
 }
 
 /// The image with the mask's pixels blended towards [`TINT`].
@@ -311,29 +306,6 @@ fn overlay(image: &Image8, mask: &Mask) -> Image8 {
         }
     }
     out
-}
-
-/// Writes f32 tensors as safetensors, atomically.
-fn write_safetensors(
-    path: &Path,
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-) -> Result<()> {
-    use safetensors::tensor::TensorView;
-    let bytes: BTreeMap<&String, Vec<u8>> = tensors
-        .iter()
-        .map(|(k, (_, v))| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let mut views = Vec::new();
-    for (name, (shape, _)) in tensors {
-        views.push((
-            name.clone(),
-            TensorView::new(safetensors::Dtype::F32, shape.clone(), &bytes[name])
-                .with_context(|| format!("tensor `{name}`"))?,
-        ));
-    }
-    let data = safetensors::serialize(views, None).context("serialising the logits")?;
-    salt_core::write_atomic(path, &data).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
