@@ -67,6 +67,37 @@ enum Task {
         #[arg(long)]
         smoke: bool,
     },
+    /// Time training steps (forward, loss, backward, AdamW) of a model with random weights on
+    /// fixed random images; the peer of `scripts/torch_train_bench.py`. Prints one JSON object.
+    BenchTrain {
+        /// Device: cpu, flex, wgpu[:N], cuda[:N] (build xtask with the matching feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Model preset.
+        #[arg(long, default_value = "salt_paper")]
+        model: String,
+        /// salt, lora, ssam, full or frozen.
+        #[arg(long, default_value = "salt")]
+        method: String,
+        /// SALT: adapted singular values r.
+        #[arg(long, default_value_t = 48)]
+        svd_rank: usize,
+        /// SALT: rank q of X·Y; LoRA: rank.
+        #[arg(long, default_value_t = 256)]
+        rank: usize,
+        /// Images per step.
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Append the JSON result as one line to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Run the criterion benchmarks (all, or the named bench targets of benches/).
     Bench {
         /// Bench targets, e.g. `adapters`; all when empty.
@@ -156,6 +187,42 @@ fn main() -> ExitCode {
             };
             let path = salt_cli::table1::reproduce(&opts)?;
             eprintln!("wrote {}", path.display());
+            Ok(())
+        })(),
+        Task::BenchTrain {
+            device,
+            model,
+            method,
+            svd_rank,
+            rank,
+            batch,
+            steps,
+            warmup,
+            json,
+        } => (|| -> Result<()> {
+            let opts = salt_cli::bench::BenchTrainOptions {
+                model,
+                method,
+                svd_rank,
+                rank,
+                batch,
+                steps,
+                warmup,
+                device,
+                seed: 0,
+            };
+            let result = salt_cli::bench::bench_train(&opts)?;
+            let line = serde_json::to_string(&result)?;
+            println!("{line}");
+            if let Some(path) = json {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+            }
             Ok(())
         })(),
         Task::Bench { names, criterion } => {

@@ -2,6 +2,7 @@
 //! `xtask` and tests can call the same code as the command line.
 
 pub mod backend;
+pub mod bench;
 pub mod cmd;
 pub mod plot;
 pub mod table1;

@@ -2,11 +2,11 @@
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::adapter::{eager, AdaptableLayer, Adapter, LayerKind, VisitAdaptable};
+use crate::matconv::conv2d_matmul as conv2d;
 
 /// Configuration of an [`AdaptableConv2d`].
 #[derive(Config, Debug)]

@@ -25,10 +25,13 @@ mod adapter;
 mod config;
 mod conv;
 mod error;
+pub mod fused;
 mod inject;
 mod io;
+mod kernels;
 mod linear;
 mod lora;
+mod matconv;
 pub mod pattern;
 mod policy;
 mod salt;
@@ -46,6 +49,7 @@ pub use io::{
 };
 pub use linear::{AdaptableLinear, AdaptableLinearConfig};
 pub use lora::LoraAdapter;
+pub use matconv::{conv2d_matmul, patch_conv_channels_last};
 pub use policy::{
     apply_trainable, is_adapter_key, is_trainable, param_key, parameter_keys, ParamReport,
 };

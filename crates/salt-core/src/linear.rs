@@ -5,6 +5,7 @@ use burn::module::{Initializer, Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::adapter::{eager, AdaptableLayer, Adapter, LayerKind, VisitAdaptable};
+use crate::fused::linear;
 
 /// Configuration of an [`AdaptableLinear`].
 #[derive(Config, Debug)]
@@ -67,17 +68,16 @@ impl<B: Backend> AdaptableLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let bias = self.bias.as_ref().map(|b| b.val());
         match &self.adapter {
-            None => burn::tensor::module::linear(x, self.weight.val().transpose(), bias),
+            None => linear(x, self.weight.val(), bias),
             // LoRA's branch is cheaper on the activations than rebuilding the weight.
             Some(Adapter::Lora(lora)) => {
-                let base =
-                    burn::tensor::module::linear(x.clone(), self.weight.val().transpose(), bias);
+                let base = linear(x.clone(), self.weight.val(), bias);
                 base + lora.forward_linear(x)
             }
             // SVD adapters rebuild W′ once per forward, independent of the batch size.
             Some(adapter) => {
                 let w = self.weight.val() + adapter.delta();
-                burn::tensor::module::linear(x, w.transpose(), bias)
+                linear(x, w, bias)
             }
         }
     }

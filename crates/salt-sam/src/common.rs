@@ -4,7 +4,7 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::relu;
 use burn::tensor::{backend::Backend, Tensor};
 use salt_core::{AdaptableLinear, AdaptableLinearConfig};
 
@@ -96,7 +96,8 @@ impl<B: Backend> MlpBlock<B> {
     /// # Shapes
     /// `x: [..., embedding_dim]` → same.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.lin2.forward(gelu(self.lin1.forward(x)))
+        self.lin2
+            .forward(salt_core::fused::gelu(self.lin1.forward(x)))
     }
 }
 

@@ -203,7 +203,24 @@ impl<B: Backend> PatchEmbed<B> {
     /// # Shapes
     /// `x: [n, c, h, w]` → `[n, h/p, w/p, d]` (channels last, as the reference).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.proj.forward(x).permute([0, 2, 3, 1])
+        let [_, _, h, w] = x.dims();
+        let [kh, kw] = self.proj.kernel_size;
+        let simple = self.proj.stride == [kh, kw]
+            && matches!(self.proj.padding, burn::nn::PaddingConfig2d::Valid)
+            && self.proj.dilation == [1, 1]
+            && self.proj.groups == 1
+            && h.is_multiple_of(kh)
+            && w.is_multiple_of(kw);
+        if simple {
+            // One matmul over the flattened patches (burn-ndarray's conv2d is a scalar loop).
+            salt_core::patch_conv_channels_last(
+                x,
+                self.proj.weight.val(),
+                self.proj.bias.as_ref().map(|b| b.val()),
+            )
+        } else {
+            self.proj.forward(x).permute([0, 2, 3, 1])
+        }
     }
 }
 
@@ -383,13 +400,16 @@ impl<B: Backend> Attention<B> {
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([n * nh, h * w, hd]);
         let (q, k, v) = (part(0), part(1), part(2));
         let scale = (hd as f64).powf(-0.5);
-        let mut attn = q.clone().mul_scalar(scale).matmul(k.swap_dims(1, 2)); // [n·nh, hw, hw]
-        if let (Some(rh), Some(rw)) = (&self.rel_pos_h, &self.rel_pos_w) {
-            attn = add_decomposed_rel_pos(attn, q, rh.val(), rw.val(), [h, w]);
-        }
-        let attn = softmax(attn, 2);
-        let x = attn
-            .matmul(v) // [n·nh, hw, hd]
+        let x = match (&self.rel_pos_h, &self.rel_pos_w) {
+            (Some(rh), Some(rw)) => {
+                let attn = q.clone().mul_scalar(scale).matmul(k.swap_dims(1, 2)); // [n·nh, hw, hw]
+                let attn = add_decomposed_rel_pos(attn, q, rh.val(), rw.val(), [h, w]);
+                softmax(attn, 2).matmul(v)
+            }
+            // The paper's global blocks: one fused op (recomputing backward on the CPU).
+            _ => salt_core::fused::attention(q, k, v, scale),
+        };
+        let x = x // [n·nh, hw, hd]
             .reshape([n, nh, h, w, hd])
             .permute([0, 2, 3, 1, 4]) // [n, h, w, nh, hd]
             .reshape([n, h, w, d]);

@@ -5,8 +5,8 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{backend::Backend, Tensor};
+use salt_core::fused::gelu;
 
 use crate::common::{LayerNorm2d, LayerNorm2dConfig, Mlp, MlpConfig};
 use crate::error::Error;

@@ -1,0 +1,266 @@
+//! `cargo xtask bench-train`: times training steps of a model, the peer of
+//! `scripts/torch_train_bench.py` (same model, loss, optimizer and trainable sets).
+//!
+//! Random base weights, fixed N(0, 1) images and random 0/1 masks (about 10 % foreground): no
+//! dataset on disk is needed, and only the shapes matter for the time. Each step is what
+//! `salt train` does per batch: forward to logits at the input size, Dice + focal loss,
+//! backward, AdamW; the backend is synchronised after each step before the clock stops.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, ElementConversion, Tensor};
+use serde::{Deserialize, Serialize};
+
+use salt_core::{apply_trainable, ParamReport, TrainablePolicy};
+
+use crate::backend::{dispatch, DeviceSpec, Task};
+use crate::train::config::{paper_trainable, MethodName, TrainConfig};
+use crate::train::loss::LossConfig;
+use crate::train::run::{build_model, forward_logits, model_config};
+
+/// What to time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchTrainOptions {
+    /// Model preset (`salt_paper`, `vit_b`, `small`, `tiny_salt_paper`, …).
+    pub model: String,
+    /// `salt`, `lora`, `ssam`, `full` or `frozen` (only the paper's norms, `pos_embed` and the
+    /// prompt token train).
+    pub method: String,
+    /// SALT: adapted singular values r.
+    pub svd_rank: usize,
+    /// SALT: rank q of X·Y; LoRA: rank.
+    pub rank: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Untimed steps before (first-use allocation, JIT, autotune).
+    pub warmup: usize,
+    /// `cpu`, `flex`, `wgpu[:N]`, `cuda[:N]`.
+    pub device: String,
+    /// Seed of the weights, images and masks.
+    pub seed: u64,
+}
+
+impl Default for BenchTrainOptions {
+    fn default() -> Self {
+        Self {
+            model: "salt_paper".into(),
+            method: "salt".into(),
+            svd_rank: 48,
+            rank: 256,
+            batch: 2,
+            steps: 3,
+            warmup: 1,
+            device: "cpu".into(),
+            seed: 0,
+        }
+    }
+}
+
+/// The measurement, one JSON object (docs/formats.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchTrainResult {
+    /// Always `salt`.
+    pub r#impl: String,
+    /// The options measured.
+    pub options: BenchTrainOptions,
+    /// The backend's name as burn reports it.
+    pub backend: String,
+    /// Seconds of each timed step.
+    pub step_s: Vec<f64>,
+    /// Median seconds per step.
+    pub median_s: f64,
+    /// Fastest step.
+    pub min_s: f64,
+    /// `batch / median_s`.
+    pub images_per_s: f64,
+    /// CPU backends: the process's peak resident set over the timed steps (reset before them
+    /// where Linux allows it); `None` elsewhere (the GPU script samples the driver).
+    pub peak_rss_bytes: Option<u64>,
+    /// Trainable and total parameter counts.
+    pub params: ParamReport,
+    /// Loss of the last step.
+    pub last_loss: f64,
+}
+
+/// Times `opts.steps` training steps on the device of `opts.device`.
+pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
+    if opts.batch == 0 || opts.steps == 0 {
+        bail!(
+            "batch = {}, steps = {}: both must be at least 1",
+            opts.batch,
+            opts.steps
+        );
+    }
+    let spec: DeviceSpec = opts.device.parse().map_err(anyhow::Error::msg)?;
+    dispatch(spec, BenchTask(opts.clone()))
+}
+
+struct BenchTask(BenchTrainOptions);
+
+impl Task for BenchTask {
+    type Output = BenchTrainResult;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<BenchTrainResult> {
+        run_bench::<B>(self.0, &device)
+    }
+}
+
+fn train_config(opts: &BenchTrainOptions) -> Result<TrainConfig> {
+    let method = match opts.method.as_str() {
+        "salt" => MethodName::Salt,
+        "lora" => MethodName::Lora,
+        "ssam" | "svd" => MethodName::Ssam,
+        "full" => MethodName::Full,
+        // Built below without an adapter.
+        "frozen" => MethodName::Salt,
+        other => bail!("unknown method `{other}`: expected salt, lora, ssam, full or frozen"),
+    };
+    Ok(TrainConfig {
+        model: opts.model.clone(),
+        method,
+        svd_rank: opts.svd_rank,
+        rank: opts.rank,
+        seed: opts.seed,
+        device: opts.device.clone(),
+        ..TrainConfig::default()
+    })
+}
+
+fn run_bench<B: AutodiffBackend>(
+    opts: BenchTrainOptions,
+    device: &B::Device,
+) -> Result<BenchTrainResult> {
+    let cfg = train_config(&opts)?;
+    let (mut sam, policy) = if opts.method == "frozen" {
+        B::seed(device, opts.seed);
+        let sam = model_config(&cfg.model)?
+            .init::<B>(device)
+            .context("building the model")?;
+        let policy = TrainablePolicy::with_patterns(paper_trainable(
+            sam.prompt_encoder.prompt_token.is_some(),
+            sam.image_encoder.pos_embed.is_some(),
+        ));
+        (apply_trainable(sam, &policy)?, policy)
+    } else {
+        let (sam, policy, _) = build_model::<B>(&cfg, device)?;
+        (sam, policy)
+    };
+    let params = ParamReport::new::<B, _>(&sam, &policy, 0);
+    let s = sam.img_size();
+    B::seed(device, opts.seed.wrapping_add(1));
+    let images = Tensor::<B, 4>::random(
+        [opts.batch, 3, s, s],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let masks = Tensor::<B, 4>::random([opts.batch, 1, s, s], Distribution::Default, device)
+        .lower_elem(0.1)
+        .float();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init::<B, salt_sam::Sam<B>>();
+    let loss_cfg = LossConfig::default();
+    let mut times = Vec::with_capacity(opts.steps);
+    let mut last_loss = f64::NAN;
+    for i in 0..opts.warmup + opts.steps {
+        if i == opts.warmup {
+            reset_peak_rss();
+        }
+        let t0 = Instant::now();
+        let logits = forward_logits(&sam, images.clone())?;
+        let terms = loss_cfg.forward(logits, masks.clone());
+        last_loss = terms.total.clone().into_scalar().elem();
+        let grads = GradientsParams::from_grads(terms.total.backward(), &sam);
+        sam = optim.step(cfg.lr, sam, grads);
+        B::sync(device).map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"))?;
+        let dt = t0.elapsed().as_secs_f64();
+        tracing::info!(
+            step = i + 1,
+            warmup = i < opts.warmup,
+            seconds = dt,
+            loss = last_loss
+        );
+        if i >= opts.warmup {
+            times.push(dt);
+        }
+    }
+    let cpu = matches!(
+        opts.device.parse::<DeviceSpec>(),
+        Ok(DeviceSpec::Cpu | DeviceSpec::Flex)
+    );
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = if sorted.len() % 2 == 1 {
+        sorted[sorted.len() / 2]
+    } else {
+        0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
+    };
+    Ok(BenchTrainResult {
+        r#impl: "salt".into(),
+        backend: <B as Backend>::name(device),
+        options: opts.clone(),
+        median_s: median,
+        min_s: sorted[0],
+        images_per_s: opts.batch as f64 / median,
+        peak_rss_bytes: if cpu { peak_rss_bytes() } else { None },
+        step_s: times,
+        params,
+        last_loss,
+    })
+}
+
+/// Resets the kernel's peak-RSS counter of this process (Linux ≥ 4.0; a no-op elsewhere).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// `VmHWM` of this process, in bytes (Linux).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_step_of_the_tiny_model_is_timed_and_reported() {
+        let opts = BenchTrainOptions {
+            model: "tiny_salt_paper".into(),
+            svd_rank: 2,
+            rank: 2,
+            steps: 2,
+            warmup: 1,
+            ..Default::default()
+        };
+        let r = bench_train(&opts).unwrap();
+        assert_eq!(r.step_s.len(), 2);
+        assert!(r.median_s > 0.0 && r.min_s <= r.median_s);
+        assert!(r.last_loss.is_finite());
+        assert!(r.params.trainable > 0 && r.params.trainable < r.params.total);
+        for method in ["frozen", "full", "lora", "ssam"] {
+            let r = bench_train(&BenchTrainOptions {
+                method: method.into(),
+                steps: 1,
+                warmup: 0,
+                ..opts.clone()
+            })
+            .unwrap();
+            assert!(r.last_loss.is_finite(), "{method}");
+        }
+        let err = bench_train(&BenchTrainOptions {
+            method: "qlora".into(),
+            ..opts
+        })
+        .unwrap_err();
+        assert!(format!("{err}").contains("qlora"), "{err}");
+    }
+}

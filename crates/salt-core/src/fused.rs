@@ -1,0 +1,593 @@
+//! Fused operations with a fast path on the CPU backend.
+//!
+//! Model code calls [`linear`] and [`attention`] on any backend. On burn's ndarray backend
+//! (`NdArray<f32>` and `Autodiff<NdArray<f32>>`, the CLI's `cpu` device) they run the kernels of
+//! [`crate::kernels`] as one burn autodiff node each, with a hand-written backward:
+//!
+//! - `linear`: burn-ndarray materialises every transposed operand before its GEMM (the weight in
+//!   each forward; the weight, the input and the 4 MB–100 MB attention blocks in backward) with a
+//!   single-threaded strided copy; here the GEMMs read the transposes in place, and the bias
+//!   gradient is one column sum.
+//! - `attention`: `softmax(scale·q·kᵀ)·v` saves only q, k, v, the output and one log-sum-exp
+//!   per row; backward recomputes the probabilities head by head. burn's composition keeps the
+//!   `[heads, n, n]` logits and probabilities of every block alive until backward.
+//!
+//! Every other backend (flex, wgpu, cuda) gets burn's own composition, so the numbers are the
+//! same up to f32 summation order (tests below, and salt-sam's parity tests).
+//!
+//! The backend is recognised by `TypeId` and the tensors are moved across with `Box<dyn Any>`
+//! downcasts: safe code, no trait bound that would spread through every generic model type.
+
+use std::any::{Any, TypeId};
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::activation::softmax;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
+use burn_ndarray::NdArrayTensor;
+
+use crate::kernels::{self, AttnDims, Mat};
+
+type Nd = NdArray<f32>;
+type AdNd = Autodiff<Nd>;
+type NdPrim = FloatTensor<Nd>;
+type AdPrim = FloatTensor<AdNd>;
+
+/// `x·wᵀ + b` for a weight in PyTorch orientation.
+///
+/// # Shapes
+/// `x: [..., d_in]`, `weight: [d_out, d_in]`, `bias: [d_out]` → `[..., d_out]`.
+pub fn linear<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let (d_in, d_out) = (dims[D - 1], weight.dims()[0]);
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    let id = TypeId::of::<B>();
+    if id == TypeId::of::<AdNd>() {
+        let x = cast::<B, AdNd, 2>(x.reshape([rows, d_in]));
+        let w = cast::<B, AdNd, 2>(weight);
+        let b = bias.map(cast::<B, AdNd, 1>);
+        return cast::<AdNd, B, 2>(linear_autodiff(x, w, b)).reshape(out_dims);
+    }
+    if id == TypeId::of::<Nd>() {
+        let x = cast::<B, Nd, 2>(x.reshape([rows, d_in]));
+        let w = cast::<B, Nd, 2>(weight);
+        let b = bias.map(cast::<B, Nd, 1>);
+        let (y, _, _) = linear_forward(vec_of(x), vec_of(w), b.map(vec_of), rows, d_in, d_out);
+        return cast::<Nd, B, 2>(tensor(y, [rows, d_out])).reshape(out_dims);
+    }
+    burn::tensor::module::linear(x, weight.transpose(), bias)
+}
+
+/// Scaled dot-product attention `softmax(scale·q·kᵀ)·v` over independent heads.
+///
+/// # Shapes
+/// `q: [heads, nq, d]`, `k, v: [heads, nk, d]` → `[heads, nq, d]`.
+pub fn attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    scale: f64,
+) -> Tensor<B, 3> {
+    let id = TypeId::of::<B>();
+    if id == TypeId::of::<AdNd>() {
+        let (q, k, v) = (cast::<B, AdNd, 3>(q), cast(k), cast(v));
+        return cast::<AdNd, B, 3>(attention_autodiff(q, k, v, scale as f32));
+    }
+    if id == TypeId::of::<Nd>() {
+        let (q, k, v) = (
+            cast::<B, Nd, 3>(q),
+            cast::<B, Nd, 3>(k),
+            cast::<B, Nd, 3>(v),
+        );
+        let dims = attn_dims(&q, &k);
+        let (o, _) =
+            kernels::attention_forward(&vec_of(q), &vec_of(k), &vec_of(v), dims, scale as f32);
+        return cast::<Nd, B, 3>(tensor(o, [dims.heads, dims.nq, dims.d]));
+    }
+    let attn = softmax(q.mul_scalar(scale).matmul(k.swap_dims(1, 2)), 2);
+    attn.matmul(v)
+}
+
+/// Moves a tensor between two names of the same backend type.
+///
+/// # Panics
+/// If `A` and `B` are different types (the callers check `TypeId` first).
+fn cast<A: Backend, B: Backend, const D: usize>(t: Tensor<A, D>) -> Tensor<B, D> {
+    let any: Box<dyn Any> = Box::new(t);
+    *any.downcast::<Tensor<B, D>>()
+        .unwrap_or_else(|_| unreachable!("cast between different backends"))
+}
+
+fn vec_of<const D: usize>(t: Tensor<Nd, D>) -> Vec<f32> {
+    prim_vec(t.into_primitive().tensor())
+}
+
+fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<Nd, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(prim(data, shape)))
+}
+
+/// The values of an ndarray float primitive, row-major (one memcpy when it is contiguous).
+fn prim_vec(p: NdPrim) -> Vec<f32> {
+    match p {
+        NdArrayTensor::F32(storage) => {
+            let view = storage.view();
+            match view.as_slice() {
+                Some(slice) => slice.to_vec(),
+                None => view.iter().copied().collect(),
+            }
+        }
+        other => {
+            let t = Tensor::<Nd, 1>::from_primitive(TensorPrimitive::Float(other));
+            t.into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("converted to f32")
+        }
+    }
+}
+
+/// An ndarray float primitive owning `data` (no copy).
+fn prim<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> NdPrim {
+    ndarray::ArcArray::from_shape_vec(ndarray::IxDyn(&shape), data)
+        .expect("buffer matches its shape")
+        .into()
+}
+
+fn ad_prim<const D: usize>(t: Tensor<AdNd, D>) -> AdPrim {
+    t.into_primitive().tensor()
+}
+
+fn from_ad_prim<const D: usize>(p: AdPrim) -> Tensor<AdNd, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+// --- linear -----------------------------------------------------------------------------------
+
+/// `y = x·wᵀ + b` on buffers; returns `(y, x, w)` so that the caller can keep the inputs.
+fn linear_forward(
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Option<Vec<f32>>,
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut y = match &b {
+        Some(b) => {
+            let mut y = Vec::with_capacity(rows * d_out);
+            for _ in 0..rows {
+                y.extend_from_slice(b);
+            }
+            y
+        }
+        None => vec![0.0f32; rows * d_out],
+    };
+    let beta = if b.is_some() { 1.0 } else { 0.0 };
+    kernels::gemm(
+        1.0,
+        Mat::new(&x, rows, d_in),
+        Mat::new(&w, d_out, d_in).t(),
+        beta,
+        &mut y,
+        rows,
+        d_out,
+    );
+    (y, x, w)
+}
+
+#[derive(Debug, Clone)]
+struct LinearSaved {
+    x: Arc<Vec<f32>>,
+    w: Arc<Vec<f32>>,
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+}
+
+#[derive(Debug)]
+struct LinearBackward<const N: usize>;
+
+impl<const N: usize> Backward<Nd, N> for LinearBackward<N> {
+    type State = LinearSaved;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let dy = prim_vec(grads.consume::<Nd>(&ops.node));
+        let parents = ops.parents;
+        if let Some(node) = &parents[0] {
+            // dx = dy·w
+            let mut dx = vec![0.0f32; s.rows * s.d_in];
+            kernels::gemm(
+                1.0,
+                Mat::new(&dy, s.rows, s.d_out),
+                Mat::new(&s.w, s.d_out, s.d_in),
+                0.0,
+                &mut dx,
+                s.rows,
+                s.d_in,
+            );
+            grads.register::<Nd>(node.id, prim(dx, [s.rows, s.d_in]));
+        }
+        if let Some(node) = &parents[1] {
+            // dw = dyᵀ·x
+            let mut dw = vec![0.0f32; s.d_out * s.d_in];
+            kernels::gemm(
+                1.0,
+                Mat::new(&dy, s.rows, s.d_out).t(),
+                Mat::new(&s.x, s.rows, s.d_in),
+                0.0,
+                &mut dw,
+                s.d_out,
+                s.d_in,
+            );
+            grads.register::<Nd>(node.id, prim(dw, [s.d_out, s.d_in]));
+        }
+        if N == 3 {
+            if let Some(node) = &parents[2] {
+                grads.register::<Nd>(node.id, prim(kernels::col_sums(&dy, s.d_out), [s.d_out]));
+            }
+        }
+    }
+}
+
+fn linear_autodiff(
+    x: Tensor<AdNd, 2>,
+    w: Tensor<AdNd, 2>,
+    b: Option<Tensor<AdNd, 1>>,
+) -> Tensor<AdNd, 2> {
+    let [rows, d_in] = x.dims();
+    let d_out = w.dims()[0];
+    let (x, w) = (ad_prim(x), ad_prim(w));
+    let b = b.map(ad_prim);
+    let run = |xp: NdPrim, wp: NdPrim, bp: Option<NdPrim>| {
+        linear_forward(
+            prim_vec(xp),
+            prim_vec(wp),
+            bp.map(prim_vec),
+            rows,
+            d_in,
+            d_out,
+        )
+    };
+    let saved = |xv: Vec<f32>, wv: Vec<f32>| LinearSaved {
+        x: Arc::new(xv),
+        w: Arc::new(wv),
+        rows,
+        d_in,
+        d_out,
+    };
+    let out = match b {
+        Some(b) => {
+            match LinearBackward::<3>
+                .prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>([
+                    x.node.clone(),
+                    w.node.clone(),
+                    b.node.clone(),
+                ])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (y, xv, wv) = run(x.primitive, w.primitive, Some(b.primitive));
+                    prep.finish(saved(xv, wv), prim(y, [rows, d_out]))
+                }
+                OpsKind::UnTracked(prep) => {
+                    let (y, _, _) = run(x.primitive, w.primitive, Some(b.primitive));
+                    prep.finish(prim(y, [rows, d_out]))
+                }
+            }
+        }
+        None => {
+            match LinearBackward::<2>
+                .prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>([
+                    x.node.clone(),
+                    w.node.clone(),
+                ])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (y, xv, wv) = run(x.primitive, w.primitive, None);
+                    prep.finish(saved(xv, wv), prim(y, [rows, d_out]))
+                }
+                OpsKind::UnTracked(prep) => {
+                    let (y, _, _) = run(x.primitive, w.primitive, None);
+                    prep.finish(prim(y, [rows, d_out]))
+                }
+            }
+        }
+    };
+    from_ad_prim(out)
+}
+
+/// Exact (erf) GELU, as PyTorch's `nn.GELU()`, with its exact gradient `Φ(x) + x·φ(x)`.
+///
+/// burn 0.21's own `gelu` computes the erf forward but differentiates the tanh approximation
+/// (`ActivationOps::gelu_backward`): gradients off by up to ~1e-3 relative, unlike PyTorch. So
+/// the other backends get the same formula composed of `erf` and products, which autodiff
+/// differentiates exactly.
+///
+/// # Shapes
+/// Any; element-wise.
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = x.dims();
+    let n = dims.iter().product::<usize>();
+    let id = TypeId::of::<B>();
+    if id == TypeId::of::<AdNd>() {
+        let x = cast::<B, AdNd, 1>(x.reshape([n]));
+        return cast::<AdNd, B, 1>(gelu_autodiff(x)).reshape(dims);
+    }
+    if id == TypeId::of::<Nd>() {
+        let x = vec_of(cast::<B, Nd, 1>(x.reshape([n])));
+        return cast::<Nd, B, 1>(tensor(kernels::gelu_forward(&x), [n])).reshape(dims);
+    }
+    gelu_composed(x)
+}
+
+fn gelu_composed<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let cdf = x
+        .clone()
+        .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)
+        .erf()
+        .add_scalar(1.0)
+        .mul_scalar(0.5);
+    x * cdf
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Nd, 1> for GeluBackward {
+    type State = Arc<Vec<f32>>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = prim_vec(grads.consume::<Nd>(&ops.node));
+        if let [Some(node)] = &ops.parents {
+            let n = dy.len();
+            grads.register::<Nd>(node.id, prim(kernels::gelu_backward(&ops.state, &dy), [n]));
+        }
+    }
+}
+
+fn gelu_autodiff(x: Tensor<AdNd, 1>) -> Tensor<AdNd, 1> {
+    let [n] = x.dims();
+    let x = ad_prim(x);
+    let out = match GeluBackward
+        .prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let xv = prim_vec(x.primitive);
+            let y = kernels::gelu_forward(&xv);
+            prep.finish(Arc::new(xv), prim(y, [n]))
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(prim(kernels::gelu_forward(&prim_vec(x.primitive)), [n]))
+        }
+    };
+    from_ad_prim(out)
+}
+
+// --- attention --------------------------------------------------------------------------------
+
+fn attn_dims<B: Backend>(q: &Tensor<B, 3>, k: &Tensor<B, 3>) -> AttnDims {
+    let [heads, nq, d] = q.dims();
+    let [hk, nk, dk] = k.dims();
+    assert!(
+        hk == heads && dk == d,
+        "attention of q {:?} and k {:?}",
+        q.dims(),
+        k.dims()
+    );
+    AttnDims { heads, nq, nk, d }
+}
+
+#[derive(Debug, Clone)]
+struct AttnSaved {
+    q: Arc<Vec<f32>>,
+    k: Arc<Vec<f32>>,
+    v: Arc<Vec<f32>>,
+    o: Arc<Vec<f32>>,
+    lse: Arc<Vec<f32>>,
+    dims: AttnDims,
+    scale: f32,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Nd, 3> for AttentionBackward {
+    type State = AttnSaved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let d_o = prim_vec(grads.consume::<Nd>(&ops.node));
+        let (dq, dk, dv) =
+            kernels::attention_backward(&s.q, &s.k, &s.v, &s.o, &s.lse, &d_o, s.dims, s.scale);
+        let AttnDims { heads, nq, nk, d } = s.dims;
+        let [pq, pk, pv] = ops.parents;
+        if let Some(node) = pq {
+            grads.register::<Nd>(node.id, prim(dq, [heads, nq, d]));
+        }
+        if let Some(node) = pk {
+            grads.register::<Nd>(node.id, prim(dk, [heads, nk, d]));
+        }
+        if let Some(node) = pv {
+            grads.register::<Nd>(node.id, prim(dv, [heads, nk, d]));
+        }
+    }
+}
+
+fn attention_autodiff(
+    q: Tensor<AdNd, 3>,
+    k: Tensor<AdNd, 3>,
+    v: Tensor<AdNd, 3>,
+    scale: f32,
+) -> Tensor<AdNd, 3> {
+    let dims = attn_dims(&q, &k);
+    let (q, k, v) = (ad_prim(q), ad_prim(k), ad_prim(v));
+    let shape = [dims.heads, dims.nq, dims.d];
+    let out = match AttentionBackward
+        .prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>([
+            q.node.clone(),
+            k.node.clone(),
+            v.node.clone(),
+        ])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (qv, kv, vv) = (
+                prim_vec(q.primitive),
+                prim_vec(k.primitive),
+                prim_vec(v.primitive),
+            );
+            let (o, lse) = kernels::attention_forward(&qv, &kv, &vv, dims, scale);
+            let o = Arc::new(o);
+            let out = prim((*o).clone(), shape);
+            let state = AttnSaved {
+                q: Arc::new(qv),
+                k: Arc::new(kv),
+                v: Arc::new(vv),
+                o,
+                lse: Arc::new(lse),
+                dims,
+                scale,
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (o, _) = kernels::attention_forward(
+                &prim_vec(q.primitive),
+                &prim_vec(k.primitive),
+                &prim_vec(v.primitive),
+                dims,
+                scale,
+            );
+            prep.finish(prim(o, shape))
+        }
+    };
+    from_ad_prim(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    /// f32 sums of up to a few hundred products in another order.
+    const FUSED_TOL: f32 = 1e-4;
+
+    fn close<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) {
+        a.into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(FUSED_TOL));
+    }
+
+    /// burn's composition of the same maths (what other backends run).
+    fn reference_linear<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        w: Tensor<B, 2>,
+        b: Option<Tensor<B, 1>>,
+    ) -> Tensor<B, D> {
+        burn::tensor::module::linear(x, w.transpose(), b)
+    }
+
+    fn reference_attention<B: Backend>(
+        q: Tensor<B, 3>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+        s: f64,
+    ) -> Tensor<B, 3> {
+        softmax(q.mul_scalar(s).matmul(k.swap_dims(1, 2)), 2).matmul(v)
+    }
+
+    fn rand<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+    }
+
+    #[test]
+    fn fused_linear_and_attention_equal_burns_forward_and_gradients() {
+        let device = Default::default();
+        for bias in [true, false] {
+            let x = rand::<AdNd, 3>([2, 5, 6], &device).require_grad();
+            let w = rand::<AdNd, 2>([4, 6], &device).require_grad();
+            let b = bias.then(|| rand::<AdNd, 1>([4], &device).require_grad());
+            let probe = rand::<AdNd, 3>([2, 5, 4], &device);
+            let fused = linear(x.clone(), w.clone(), b.clone());
+            let plain = reference_linear(x.clone(), w.clone(), b.clone());
+            close(fused.clone(), plain.clone());
+            let g1 = (fused * probe.clone()).sum().backward();
+            let g2 = (plain * probe).sum().backward();
+            close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
+            close(w.grad(&g1).unwrap(), w.grad(&g2).unwrap());
+            if let Some(b) = &b {
+                close(b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
+            }
+            // Inference backend.
+            let (xi, wi) = (x.clone().inner(), w.clone().inner());
+            let bi = b.map(|b| b.inner());
+            close(
+                linear(xi.clone(), wi.clone(), bi.clone()),
+                reference_linear(xi, wi, bi),
+            );
+        }
+        let q = rand::<AdNd, 3>([3, 7, 4], &device).require_grad();
+        let k = rand::<AdNd, 3>([3, 9, 4], &device).require_grad();
+        let v = rand::<AdNd, 3>([3, 9, 4], &device).require_grad();
+        let probe = rand::<AdNd, 3>([3, 7, 4], &device);
+        let fused = attention(q.clone(), k.clone(), v.clone(), 0.5);
+        let plain = reference_attention(q.clone(), k.clone(), v.clone(), 0.5);
+        close(fused.clone(), plain.clone());
+        let g1 = (fused * probe.clone()).sum().backward();
+        let g2 = (plain * probe).sum().backward();
+        for t in [&q, &k, &v] {
+            close(t.grad(&g1).unwrap(), t.grad(&g2).unwrap());
+        }
+        close(
+            attention(q.clone().inner(), k.clone().inner(), v.clone().inner(), 0.5),
+            reference_attention(q.inner(), k.inner(), v.inner(), 0.5),
+        );
+    }
+
+    #[test]
+    fn fused_gelu_equals_burns_forward_and_gradient() {
+        let device = Default::default();
+        let x = rand::<AdNd, 3>([2, 3, 50], &device)
+            .mul_scalar(3.0)
+            .require_grad();
+        let probe = rand::<AdNd, 3>([2, 3, 50], &device);
+        let fused = gelu(x.clone());
+        let plain = gelu_composed(x.clone());
+        // burn's own forward agrees; its gradient does not (see `gelu`).
+        close(fused.clone(), burn::tensor::activation::gelu(x.clone()));
+        close(fused.clone(), plain.clone());
+        let g1 = (fused * probe.clone()).sum().backward();
+        let g2 = (plain * probe).sum().backward();
+        close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
+        close(gelu(x.clone().inner()), gelu_composed(x.inner()));
+    }
+
+    #[test]
+    fn untracked_inputs_get_no_gradient_and_frozen_weights_none() {
+        let device = Default::default();
+        let x = rand::<AdNd, 2>([3, 4], &device).require_grad();
+        let w = rand::<AdNd, 2>([2, 4], &device); // frozen
+        let g = linear(x.clone(), w.clone(), None).sum().backward();
+        assert!(x.grad(&g).is_some());
+        assert!(w.grad(&g).is_none());
+        // Nothing tracked: an untracked result.
+        let y = linear(x.detach(), w, None);
+        assert!(!y.is_require_grad());
+    }
+}
