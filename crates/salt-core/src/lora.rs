@@ -57,11 +57,12 @@ impl<B: Backend> LoraAdapter<B> {
     /// # Shapes
     /// `x: [..., cols]` → `[..., rows]`.
     pub fn forward_linear<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = burn::tensor::module::linear(
-            self.dropout.forward(x),
-            self.down.val().transpose(),
-            None,
-        );
-        burn::tensor::module::linear(h, self.up.val().transpose(), None).mul_scalar(self.scale)
+        let h = crate::fused::linear(self.dropout.forward(x), self.down.val(), None);
+        let y = crate::fused::linear(h, self.up.val(), None);
+        if self.scale == 1.0 {
+            y
+        } else {
+            y.mul_scalar(self.scale)
+        }
     }
 }
