@@ -98,6 +98,61 @@ pub fn attention<B: Backend>(
     attn.matmul(v)
 }
 
+/// [`attention`] with SAM's decomposed relative positions added to the scaled logits:
+/// `softmax(scale·q·kᵀ + rel_h[i, y(j)] + rel_w[i, x(j)])·v`, keys on a `gh × gw` grid
+/// (`j = y·gw + x`). The `[heads, nq, nk]` logits never exist on the CPU inference backend;
+/// autodiff and the GPU backends use burn's composition.
+///
+/// # Shapes
+/// `q: [heads, nq, d]`, `k, v: [heads, gh·gw, d]`, `rel_h: [heads, nq, gh]`,
+/// `rel_w: [heads, nq, gw]` → `[heads, nq, d]`.
+pub fn attention_rel_pos<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    scale: f64,
+    rel_h: Tensor<B, 3>,
+    rel_w: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    let [heads, nq, gh] = rel_h.dims();
+    let gw = rel_w.dims()[2];
+    if TypeId::of::<B>() == TypeId::of::<Nd>() {
+        let (q, k, v) = (
+            cast::<B, Nd, 3>(q),
+            cast::<B, Nd, 3>(k),
+            cast::<B, Nd, 3>(v),
+        );
+        let dims = attn_dims(&q, &k);
+        let (bh, bw) = (
+            vec_of(cast::<B, Nd, 3>(rel_h)),
+            vec_of(cast::<B, Nd, 3>(rel_w)),
+        );
+        let bias = kernels::RelBias {
+            h: &bh,
+            w: &bw,
+            gh,
+            gw,
+        };
+        let (o, _) = kernels::attention_forward_biased(
+            &vec_of(q),
+            &vec_of(k),
+            &vec_of(v),
+            dims,
+            scale as f32,
+            Some(bias),
+        );
+        return cast::<Nd, B, 3>(tensor(o, [dims.heads, dims.nq, dims.d]));
+    }
+    let nk = k.dims()[1];
+    let attn = q
+        .mul_scalar(scale)
+        .matmul(k.swap_dims(1, 2))
+        .reshape([heads, nq, gh, gw])
+        + rel_h.reshape([heads, nq, gh, 1])
+        + rel_w.reshape([heads, nq, 1, gw]);
+    softmax(attn.reshape([heads, nq, nk]), 2).matmul(v)
+}
+
 /// Moves a tensor between two names of the same backend type.
 ///
 /// # Panics
@@ -558,6 +613,27 @@ mod tests {
             attention(q.clone().inner(), k.clone().inner(), v.clone().inner(), 0.5),
             reference_attention(q.inner(), k.inner(), v.inner(), 0.5),
         );
+    }
+
+    #[test]
+    fn relative_position_attention_equals_the_composition() {
+        let device = Default::default();
+        type B = Nd;
+        let (gh, gw) = (3, 4);
+        let q = rand::<B, 3>([2, 12, 5], &device);
+        let k = rand::<B, 3>([2, 12, 5], &device);
+        let v = rand::<B, 3>([2, 12, 5], &device);
+        let rh = rand::<B, 3>([2, 12, gh], &device);
+        let rw = rand::<B, 3>([2, 12, gw], &device);
+        let fused = attention_rel_pos(q.clone(), k.clone(), v.clone(), 0.3, rh.clone(), rw.clone());
+        let logits = q
+            .mul_scalar(0.3)
+            .matmul(k.swap_dims(1, 2))
+            .reshape([2, 12, gh, gw])
+            + rh.reshape([2, 12, gh, 1])
+            + rw.reshape([2, 12, 1, gw]);
+        let want = softmax(logits.reshape([2, 12, 12]), 2).matmul(v);
+        close(fused, want);
     }
 
     #[test]

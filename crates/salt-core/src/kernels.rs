@@ -109,7 +109,42 @@ pub(crate) fn attention_forward(
     dims: AttnDims,
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>) {
+    attention_forward_biased(q, k, v, dims, scale, None)
+}
+
+/// SAM's decomposed relative positions as an additive bias of the logits: key `j = y·gw + x`
+/// of query `i` gets `h[i, y] + w[i, x]`.
+#[derive(Clone, Copy)]
+pub(crate) struct RelBias<'a> {
+    /// `[heads, nq, gh]`.
+    pub h: &'a [f32],
+    /// `[heads, nq, gw]`.
+    pub w: &'a [f32],
+    /// Key grid height.
+    pub gh: usize,
+    /// Key grid width.
+    pub gw: usize,
+}
+
+/// [`attention_forward`] with an optional relative-position bias added to the scaled logits.
+pub(crate) fn attention_forward_biased(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: AttnDims,
+    scale: f32,
+    bias: Option<RelBias<'_>>,
+) -> (Vec<f32>, Vec<f32>) {
     let AttnDims { heads, nq, nk, d } = dims;
+    if let Some(b) = &bias {
+        assert_eq!(
+            b.gh * b.gw,
+            nk,
+            "relative-position grid {}x{} for {nk} keys",
+            b.gh,
+            b.gw
+        );
+    }
     let mut o = vec![0.0f32; heads * nq * d];
     let mut lse = Vec::with_capacity(heads * nq);
     let mut s = vec![0.0f32; nq * nk];
@@ -118,6 +153,19 @@ pub(crate) fn attention_forward(
         let kh = Mat::new(&k[h * nk * d..(h + 1) * nk * d], nk, d);
         let vh = Mat::new(&v[h * nk * d..(h + 1) * nk * d], nk, d);
         gemm(scale, qh, kh.t(), 0.0, &mut s, nq, nk);
+        if let Some(b) = &bias {
+            let (gh, gw) = (b.gh, b.gw);
+            let add = |(i, row): (usize, &mut [f32])| {
+                let bh = &b.h[(h * nq + i) * gh..(h * nq + i + 1) * gh];
+                let bw = &b.w[(h * nq + i) * gw..(h * nq + i + 1) * gw];
+                for (y, chunk) in row.chunks_mut(gw).enumerate() {
+                    for (v, &x) in chunk.iter_mut().zip(bw) {
+                        *v += bh[y] + x;
+                    }
+                }
+            };
+            s.par_chunks_mut(nk).enumerate().for_each(add);
+        }
         lse.extend(softmax_rows(&mut s, nk));
         gemm(
             1.0,

@@ -5,7 +5,6 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use salt_core::{AdaptableConv2d, AdaptableConv2dConfig, AdaptableLinear, AdaptableLinearConfig};
 
@@ -402,9 +401,8 @@ impl<B: Backend> Attention<B> {
         let scale = (hd as f64).powf(-0.5);
         let x = match (&self.rel_pos_h, &self.rel_pos_w) {
             (Some(rh), Some(rw)) => {
-                let attn = q.clone().mul_scalar(scale).matmul(k.swap_dims(1, 2)); // [n·nh, hw, hw]
-                let attn = add_decomposed_rel_pos(attn, q, rh.val(), rw.val(), [h, w]);
-                softmax(attn, 2).matmul(v)
+                let (rel_h, rel_w) = decomposed_rel_pos(q.clone(), rh.val(), rw.val(), [h, w]);
+                salt_core::fused::attention_rel_pos(q, k, v, scale, rel_h, rel_w)
             }
             // The paper's global blocks: one fused op (recomputing backward on the CPU).
             _ => salt_core::fused::attention(q, k, v, scale),
@@ -438,18 +436,18 @@ fn get_rel_pos<B: Backend>(size: usize, rel_pos: Tensor<B, 2>) -> Tensor<B, 3> {
     rel_pos.select(0, idx).reshape([size, size, c])
 }
 
-/// Adds the decomposed relative-position terms `q·R_h` and `q·R_w` to the attention logits
-/// (mvitv2's `add_decomposed_rel_pos`, with query and key grids equal).
+/// The decomposed relative-position terms `q·R_h` and `q·R_w` of the attention logits
+/// (mvitv2's `add_decomposed_rel_pos`, with query and key grids equal), to be added to
+/// `logits[b, (y, x), (ky, kx)]` as `rel_h[b, (y, x), ky] + rel_w[b, (y, x), kx]`.
 ///
 /// # Shapes
-/// `attn: [b, h·w, h·w]`, `q: [b, h·w, c]` (unscaled) → `[b, h·w, h·w]`.
-fn add_decomposed_rel_pos<B: Backend>(
-    attn: Tensor<B, 3>,
+/// `q: [b, h·w, c]` (unscaled) → `([b, h·w, h], [b, h·w, w])`.
+fn decomposed_rel_pos<B: Backend>(
     q: Tensor<B, 3>,
     rel_pos_h: Tensor<B, 2>,
     rel_pos_w: Tensor<B, 2>,
     [h, w]: [usize; 2],
-) -> Tensor<B, 3> {
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
     let [b, _, c] = q.dims();
     let r_h = get_rel_pos(h, rel_pos_h); // [h, kh, c]
     let r_w = get_rel_pos(w, rel_pos_w); // [w, kw, c]
@@ -469,10 +467,7 @@ fn add_decomposed_rel_pos<B: Backend>(
         .matmul(r_w.swap_dims(1, 2)) // [w, b·h, kw]
         .reshape([w, b, h, w])
         .permute([1, 2, 0, 3]); // [b, h, w, kw]
-    let attn = attn.reshape([b, h, w, h, w])
-        + rel_h.reshape([b, h, w, h, 1])
-        + rel_w.reshape([b, h, w, 1, w]);
-    attn.reshape([b, h * w, h * w])
+    (rel_h.reshape([b, h * w, h]), rel_w.reshape([b, h * w, w]))
 }
 
 #[cfg(test)]
