@@ -4,5 +4,6 @@ pub mod config;
 pub mod loss;
 pub mod qualitative;
 pub mod run;
+pub mod rundir;
 pub mod schedule;
 pub mod upsample;
