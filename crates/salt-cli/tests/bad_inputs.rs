@@ -118,6 +118,8 @@ struct Fixture {
     absolute: PathBuf,
     symlink: PathBuf,
     jpeg: PathBuf,
+    arcade_escape: PathBuf,
+    drive_escape: PathBuf,
 }
 
 fn with_row(data: &Path, to: &Path, row: &str) -> PathBuf {
@@ -223,6 +225,43 @@ fn fixture() -> &'static Fixture {
             jpeg.join("masks/trunc_mask.png"),
         )
         .unwrap();
+        // ARCADE whose JSON names a file above images/.
+        let arcade_escape = root.join("arcade-escape");
+        salt_data::synth::write_dataset_sized(
+            &arcade_escape,
+            salt_data::synth::Style::parse("arcade").unwrap(),
+            4,
+            3,
+            salt_data::synth::SynthLayout::Native,
+            64,
+        )
+        .unwrap();
+        let json = arcade_escape.join("syntax/train/annotations/train.json");
+        let text = std::fs::read_to_string(&json).unwrap();
+        std::fs::write(
+            &json,
+            text.replacen("\"1.png\"", "\"../../../outside.png\"", 1),
+        )
+        .unwrap();
+        // DRIVE whose first training image is a symlink out of the dataset.
+        let drive_escape = root.join("drive-escape");
+        salt_data::synth::write_dataset_sized(
+            &drive_escape,
+            salt_data::synth::Style::parse("drive").unwrap(),
+            4,
+            3,
+            salt_data::synth::SynthLayout::Native,
+            64,
+        )
+        .unwrap();
+        let first = std::fs::read_dir(drive_escape.join("training/images"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .min()
+            .unwrap();
+        let moved = root.join("drive-image-outside.tif");
+        std::fs::rename(&first, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &first).unwrap();
         Fixture {
             _dir: dir,
             root,
@@ -240,6 +279,8 @@ fn fixture() -> &'static Fixture {
             absolute,
             symlink,
             jpeg,
+            arcade_escape,
+            drive_escape,
         }
     })
 }
@@ -640,6 +681,18 @@ fn train_refuses_bad_inputs() {
             &["trunc.jpg", "truncated JPEG"],
         )
         .absent(fresh("tj")),
+        case(
+            "ARCADE file_name with ..",
+            with_data(&f.arcade_escape, &fresh("ae"), &[]),
+            &["train.json", "\"../../../outside.png\" leaves images/"],
+        )
+        .absent(fresh("ae")),
+        case(
+            "DRIVE image symlinked out of the root",
+            with_data(&f.drive_escape, &fresh("de"), &[]),
+            &["drive-image-outside.tif", "outside the dataset root"],
+        )
+        .absent(fresh("de")),
         case(
             "diverging learning rate",
             with(
@@ -1118,6 +1171,16 @@ fn data_metrics_and_demo_refuse_bad_inputs() {
             &["problem(s)"],
         ),
         case(
+            "data check: ARCADE file_name with ..",
+            args!["data", "check", s(&f.arcade_escape)],
+            &["problem(s)"],
+        ),
+        case(
+            "data check: DRIVE symlink out of the root",
+            args!["data", "check", s(&f.drive_escape)],
+            &["problem(s)"],
+        ),
+        case(
             "data check: no dataset",
             args!["data", "check", s(&root.join("nothing"))],
             &["nothing"],
@@ -1269,6 +1332,8 @@ fn data_metrics_and_demo_refuse_bad_inputs() {
         (&f.absolute, "\"/etc/hostname\" leaves images/"),
         (&f.symlink, "outside the dataset root"),
         (&f.jpeg, "trunc.jpg: truncated JPEG"),
+        (&f.arcade_escape, "\"../../../outside.png\" leaves images/"),
+        (&f.drive_escape, "outside the dataset root"),
     ] {
         let (ok, stdout, _) = salt(&args!["data", "check", s(data)]);
         assert!(
@@ -1313,6 +1378,87 @@ fn data_split_writes_csv_that_train_reads() {
     assert!(ok, "{err}");
     let (ok, stdout, _) = salt(&args!["data", "check", s(&d)]);
     assert!(ok && stdout.contains("no problem found"), "{stdout}");
+}
+
+#[test]
+fn the_documented_ways_past_a_refusal_work() {
+    let f = fixture();
+    let root = f.root.join("escape-hatches");
+    std::fs::create_dir_all(&root).unwrap();
+    // A run copied elsewhere resumes (the output path is not part of its identity).
+    let copied = root.join("copied");
+    copy_dir(&f.run, &copied);
+    let (ok, stdout, err) = salt(&args![
+        "train",
+        "--config",
+        s(&f.run.join("config.toml")),
+        "--resume",
+        "--out",
+        s(&copied),
+        "--epochs",
+        "2"
+    ]);
+    assert!(ok, "resume of a copied run: {err}");
+    assert!(stdout.contains("\"epochs\": 2"), "{stdout}");
+    no_temporaries(&copied);
+    // --overwrite replaces a finished run.
+    let replaced = root.join("replaced");
+    copy_dir(&f.run, &replaced);
+    let (ok, _, err) = salt(&args![
+        "train",
+        "--data",
+        s(&f.data),
+        "--model",
+        "tiny",
+        "--checkpoint",
+        s(&fixtures().join("checkpoint.pth")),
+        "--method",
+        "lora",
+        "--rank",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--out",
+        s(&replaced),
+        "--overwrite"
+    ]);
+    assert!(ok, "--overwrite: {err}");
+    let m = salt_core::AdapterManifest::read(&replaced.join("last")).unwrap();
+    assert_eq!(m.adapter.unwrap().method.name(), "lora");
+    // --allow-base-mismatch runs an adapter on another base, or one whose base is unknown.
+    let image = s(&f.data.join("images/xray-angio_0000.png"));
+    for (adapter, name) in [(&f.run.join("last"), "other"), (&f.orphan, "orphan")] {
+        let out = root.join(format!("{name}.png"));
+        let (ok, _, err) = salt(&args![
+            "predict",
+            "--adapter",
+            s(adapter),
+            "--checkpoint",
+            s(&f.merged),
+            "--allow-base-mismatch",
+            "--image",
+            image.clone(),
+            "--out",
+            s(&out)
+        ]);
+        assert!(ok && out.is_file(), "{name}: {err}");
+    }
+    // An adapter copied without its run, its recorded base still in place, runs on that base.
+    let alone = root.join("alone/adapter");
+    copy_dir(&f.run.join("last"), &alone);
+    let out = root.join("alone.png");
+    let (ok, _, err) = salt(&args![
+        "predict",
+        "--adapter",
+        s(&alone),
+        "--image",
+        image,
+        "--out",
+        s(&out)
+    ]);
+    assert!(ok && out.is_file(), "{err}");
 }
 
 /// `metrics.csv` without the `seconds` column (wall time differs run to run).

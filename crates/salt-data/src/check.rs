@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::dataset::{
-    arcade_json, arcade_root, drive_companions, drive_folder, paper_entries, parse_coco, Layout,
+    arcade_json, arcade_root, drive_companions, drive_folder, drive_images, ensure_inside,
+    paper_entries, parse_coco, Layout,
 };
 use crate::image_io::{read_image, read_mask_for};
 use crate::split::Split;
@@ -35,6 +36,7 @@ impl From<Error> for Problem {
             Error::Io { path, .. }
             | Error::Decode { path, .. }
             | Error::Truncated { path, .. }
+            | Error::OutsideRoot { path, .. }
             | Error::PixelFormat { path, .. }
             | Error::Missing { path, .. }
             | Error::Csv { path, .. }
@@ -242,7 +244,22 @@ fn check_drive(root: &Path) -> Report {
             ));
             continue;
         }
-        let images = list_dir(&dir.join("images"), &mut problems);
+        // The list training reads (`drive_images`); anything else in the folder is reported.
+        let images = match drive_images(&dir) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(e.into());
+                Vec::new()
+            }
+        };
+        for other in list_dir(&dir.join("images"), &mut problems) {
+            if !images.contains(&other) {
+                problems.push(problem(
+                    &other,
+                    "not a DRIVE image (.tif, .tiff, .png): training ignores it",
+                ));
+            }
+        }
         if images.is_empty() {
             problems.push(problem(
                 dir.join("images"),
@@ -253,6 +270,10 @@ fn check_drive(root: &Path) -> Report {
             .par_iter()
             .map(|ip| {
                 let mut p = Vec::new();
+                if let Err(e) = ensure_inside(root, ip) {
+                    p.push(e.into());
+                    return (false, p);
+                }
                 let (manual, fov) = drive_companions(&dir, ip);
                 let mut ok = check_pair(ip, &manual, &mut p);
                 ok &= check_pair(ip, &fov, &mut p);
@@ -309,6 +330,10 @@ fn check_arcade(root: &Path) -> Report {
         let mut n = 0;
         for e in &entries {
             let ip = dir.join("images").join(&e.file_name);
+            if let Err(err) = ensure_inside(root, &ip) {
+                problems.push(err.into());
+                continue;
+            }
             match read_image(&ip) {
                 Err(err) => problems.push(err.into()),
                 Ok(img) if (img.width, img.height) != (e.width, e.height) => {

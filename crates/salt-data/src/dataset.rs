@@ -303,12 +303,37 @@ fn sorted_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The images of a DRIVE split folder (`training/` or `test/`): `images/*.{tif,tiff,png}`, sorted.
+/// Training and `salt data check` read this one list.
+pub fn drive_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    sorted_files(&dir.join("images"), &["tif", "tiff", "png"])
+}
+
+/// Errors with [`Error::OutsideRoot`] if `file` exists and resolves (through symlinks) outside
+/// `root`. A symlink that stays inside the root is fine.
+pub fn ensure_inside(root: &Path, file: &Path) -> Result<()> {
+    let Ok(resolved) = std::fs::canonicalize(file) else {
+        return Ok(());
+    };
+    let root_c = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    if resolved.starts_with(&root_c) {
+        Ok(())
+    } else {
+        Err(Error::OutsideRoot {
+            path: file.to_path_buf(),
+            resolved,
+            root: root_c,
+        })
+    }
+}
+
 fn load_drive(root: &Path, split: Split) -> Result<Vec<VesselItem>> {
     let dir = root.join(drive_folder(split));
-    let images = sorted_files(&dir.join("images"), &["tif", "tiff", "png"])?;
+    let images = drive_images(&dir)?;
     images
         .par_iter()
         .map(|ip| {
+            ensure_inside(root, ip)?;
             let (manual, fov_path) = drive_companions(&dir, ip);
             let (image, mask) = load_pair(ip, &manual)?;
             let fov = if fov_path.is_file() {
@@ -385,6 +410,18 @@ pub fn parse_coco(text: &str, path: &Path) -> Result<Vec<CocoImage>> {
             .get("file_name")
             .and_then(|x| x.as_str())
             .ok_or_else(|| ann_err(path, format!("images[{i}] has no `file_name`")))?;
+        if !Path::new(file_name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(ann_err(
+                path,
+                format!(
+                    "images[{i}].file_name {file_name:?} leaves images/: absolute paths and `..` \
+                     are not allowed"
+                ),
+            ));
+        }
         let dim = |k: &str| -> Result<usize> {
             im.get(k)
                 .and_then(|x| x.as_u64())
@@ -456,6 +493,7 @@ fn load_arcade(root: &Path, split: Split) -> Result<Vec<VesselItem>> {
         .into_par_iter()
         .map(|e| {
             let ip = dir.join("images").join(&e.file_name);
+            ensure_inside(root, &ip)?;
             if !ip.is_file() {
                 return Err(Error::Missing {
                     path: ip,

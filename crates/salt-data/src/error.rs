@@ -33,6 +33,16 @@ pub enum Error {
         /// What is missing.
         what: &'static str,
     },
+    /// A file of the dataset that resolves (through a symlink) outside the dataset root.
+    #[error("{path}: resolves to {resolved}, outside the dataset root {root}")]
+    OutsideRoot {
+        /// The file as the layout names it.
+        path: PathBuf,
+        /// Where it really is.
+        resolved: PathBuf,
+        /// The dataset root.
+        root: PathBuf,
+    },
     /// The image decoded but has a pixel format we refuse (16-bit, float, RGBA, palette, ...).
     #[error("{path}: unsupported pixel format {found}; expected {expected}")]
     PixelFormat {
