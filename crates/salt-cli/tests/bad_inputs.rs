@@ -1181,6 +1181,18 @@ fn data_metrics_and_demo_refuse_bad_inputs() {
             &["problem(s)"],
         ),
         case(
+            "demo: --images 1",
+            args!["demo", "--out", s(&root.join("demo-1")), "--images", "1"],
+            &["--images 1", "at least 2"],
+        )
+        .absent(root.join("demo-1")),
+        case(
+            "demo: --epochs 0",
+            args!["demo", "--out", s(&root.join("demo-0")), "--epochs", "0"],
+            &["--epochs 0"],
+        )
+        .absent(root.join("demo-0")),
+        case(
             "data check: no dataset",
             args!["data", "check", s(&root.join("nothing"))],
             &["nothing"],
@@ -1444,6 +1456,24 @@ fn the_documented_ways_past_a_refusal_work() {
             s(&out)
         ]);
         assert!(ok && out.is_file(), "{name}: {err}");
+    }
+    // The demo writes its dataset under a temporary name, and a rerun with the same settings
+    // reuses it and replaces its own run.
+    let demo = root.join("demo");
+    for _ in 0..2 {
+        let (ok, _, err) = salt(&args![
+            "demo",
+            "--out",
+            s(&demo),
+            "--images",
+            "6",
+            "--epochs",
+            "1"
+        ]);
+        assert!(ok, "demo: {err}");
+        assert!(demo.join("report.md").is_file() && demo.join("data/salt-demo.json").is_file());
+        no_temporaries(&demo);
+        no_temporaries(&demo.join("run"));
     }
     // An adapter copied without its run, its recorded base still in place, runs on that base.
     let alone = root.join("alone/adapter");

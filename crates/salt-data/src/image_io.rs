@@ -311,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn every_truncation_of_a_jpeg_is_an_error_naming_the_file() {
+    fn every_truncation_is_an_error_naming_the_file() {
         let img = DynamicImage::ImageLuma8(image::ImageBuffer::from_fn(32, 24, |x, y| {
             image::Luma([(x * 7 + y * 3) as u8])
         }));
@@ -327,6 +327,26 @@ mod tests {
         for cut in (2..full.len() - 1).step_by(7).chain([full.len() - 1]) {
             let err = decode_image(&full[..cut], p).unwrap_err();
             assert!(err.to_string().contains("scan.jpg"), "cut {cut}: {err}");
+        }
+        // The other formats' decoders catch truncation themselves: check that they still do.
+        for format in [ImageFormat::Png, ImageFormat::Tiff, ImageFormat::Gif] {
+            let img = match format {
+                ImageFormat::Gif => DynamicImage::ImageRgba8(img.to_rgba8()),
+                _ => img.clone(),
+            };
+            let mut out = Cursor::new(Vec::new());
+            img.write_to(&mut out, format).unwrap();
+            let full = out.into_inner();
+            let p = Path::new("scan.img");
+            assert!(decode_image(&full, p).is_ok(), "{format:?}");
+            for cut in (8..full.len() - 1).step_by(5) {
+                let err = decode_image(&full[..cut], p);
+                assert!(
+                    err.is_err(),
+                    "{format:?} cut at {cut} of {} decoded",
+                    full.len()
+                );
+            }
         }
     }
 

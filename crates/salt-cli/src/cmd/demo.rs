@@ -56,7 +56,8 @@ pub fn demo_config(args: &Args) -> TrainConfig {
         rank: 8,
         trainable,
         epochs: args.epochs,
-        batch_size: 4,
+        // 4, or the whole training split when it is smaller.
+        batch_size: salt_data::synth::train_count(args.images).clamp(1, 4),
         lr: 3e-3,
         seed: args.seed,
         device: args.device.clone(),
@@ -174,6 +175,16 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 /// Runs the demo and prints where everything is.
 pub fn run(args: Args) -> Result<()> {
     let spec: DeviceSpec = args.device.parse().map_err(anyhow::Error::msg)?;
+    // Checked before anything is written.
+    if args.images < 2 {
+        bail!(
+            "--images {}: the demo needs at least 2 (one to train on, one to validate)",
+            args.images
+        );
+    }
+    if args.epochs == 0 {
+        bail!("--epochs 0: expected at least 1");
+    }
     demo_dataset(&args)?;
     let cfg = demo_config(&args);
     let report = dispatch(spec, Demo(cfg.clone()))?;

@@ -207,5 +207,12 @@ mod tests {
             .to_string()
             .contains("random"));
         assert!(Cli::try_parse_from(["x", "--method", "dora"]).is_err());
+        // S-SAM answers to both names (`svd` is what its adapter tensors are called).
+        for name in ["ssam", "svd"] {
+            let cli = Cli::parse_from(["x", "--method", name]);
+            assert_eq!(cli.args.resolve().unwrap().method, MethodName::Ssam);
+        }
+        let c: TrainConfig = toml::from_str("method = \"svd\"\n").unwrap();
+        assert_eq!(c.method, MethodName::Ssam);
     }
 }

@@ -1000,6 +1000,28 @@ mod tests {
             check_loss(f64::NAN, &mut early, 9, 2, dir.path()).unwrap_err()
         );
         assert!(err.contains("NaN at step 9"), "{err}");
+        // With a finished checkpoint, the message names it and its epoch.
+        let state = TrainState {
+            epoch: 3,
+            step: 30,
+            best_dice: None,
+            best_epoch: None,
+            param_ids: BTreeMap::new(),
+            history: Vec::new(),
+            early_losses: early.clone(),
+        };
+        let last = dir.path().join(LAST_DIR);
+        std::fs::create_dir_all(&last).unwrap();
+        std::fs::write(last.join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
+        let err = format!(
+            "{:#}",
+            check_loss(1e12, &mut early, 31, 4, dir.path()).unwrap_err()
+        );
+        assert!(
+            err.contains(&format!("{} (epoch 3, complete)", last.display()))
+                && err.contains("lower --lr and start a new run"),
+            "{err}"
+        );
     }
 
     #[test]
