@@ -976,6 +976,12 @@ fn predict_eval_and_export_refuse_bad_inputs() {
         )
         .absent(ev("nd")),
         case(
+            "eval: --out a folder that is not an evaluation",
+            eval(&last, &f.data, &[], &f.root.join("orphan")),
+            &["is not an evaluation", "orphan"],
+        )
+        .unchanged(f.orphan.join("adapter_config.json")),
+        case(
             "export: adapter with NaN",
             export(&f.nan_run.join("last"), &[], &ex("nan")),
             &["non-finite", &f.nan_key],
@@ -1354,9 +1360,8 @@ fn data_metrics_and_demo_refuse_bad_inputs() {
             data.display()
         );
     }
-    for dir in [&root, &f.root] {
-        no_temporaries(dir);
-    }
+    // (Only this test's folder: the others write beside f.root's files concurrently.)
+    no_temporaries(&root);
 }
 
 #[test]
@@ -1475,6 +1480,21 @@ fn the_documented_ways_past_a_refusal_work() {
         no_temporaries(&demo);
         no_temporaries(&demo.join("run"));
     }
+    // An evaluation into the folder of an earlier one replaces it.
+    let ev = root.join("eval");
+    for _ in 0..2 {
+        let (ok, _, err) = salt(&args![
+            "eval",
+            "--adapter",
+            s(&f.run.join("last")),
+            "--data",
+            s(&f.data),
+            "--out",
+            s(&ev)
+        ]);
+        assert!(ok && ev.join("summary.json").is_file(), "eval: {err}");
+    }
+    no_temporaries(&root);
     // An adapter copied without its run, its recorded base still in place, runs on that base.
     let alone = root.join("alone/adapter");
     copy_dir(&f.run.join("last"), &alone);

@@ -281,6 +281,55 @@ pub fn run(args: Args) -> Result<()> {
     };
     let spec: DeviceSpec = args.device.parse().map_err(anyhow::Error::msg)?;
     let cfg = run_config(&args.trained.adapter, args.trained.checkpoint.clone())?;
+    let (parent, name) = output_dir(&args.out)?;
+    // Everything is written into a temporary folder beside --out and published by renames at
+    // the end (an earlier evaluation there is replaced); a failure leaves --out as it was.
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let out = crate::train::rundir::staging(&parent, &name)?;
+    let result = write_eval(args, cfg, split, opts, spec, &out)
+        .and_then(|()| crate::train::rundir::publish(&out, &parent, &name));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    result
+}
+
+/// The parent and name of `--out`, refusing a folder that holds something other than an
+/// earlier evaluation (it would be replaced).
+fn output_dir(out: &std::path::Path) -> Result<(PathBuf, String)> {
+    let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        bail!("--out {}: give a folder name", out.display());
+    };
+    if out.exists() {
+        let empty = std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_none();
+        if !empty && !out.join("summary.json").is_file() {
+            bail!(
+                "--out {} exists and is not an evaluation (no summary.json); it would be \
+                 replaced: give a new folder",
+                out.display()
+            );
+        }
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    Ok((parent, name))
+}
+
+fn write_eval(
+    mut args: Args,
+    cfg: TrainConfig,
+    split: Split,
+    opts: MetricOptions,
+    spec: DeviceSpec,
+    out: &std::path::Path,
+) -> Result<()> {
+    args.out = out.to_path_buf();
     let out = args.out.clone();
     let protocol = args.protocol;
     let report = dispatch(spec, Eval(args, cfg, split, opts))?;

@@ -112,6 +112,11 @@ pub fn export_merged(
     if let Some(base) = &cfg.checkpoint {
         metadata.insert("salt.base_checkpoint".into(), base.display().to_string());
     }
+    // The identity the adapter was checked against (sha256, or random preset and seed).
+    metadata.insert(
+        "salt.base".into(),
+        crate::train::run::base_identity(&cfg)?.id,
+    );
     let report = salt_sam::save_checkpoint(&sam, out, &metadata)
         .with_context(|| format!("writing the merged model {}", out.display()))?;
     Ok(ExportSummary {
