@@ -1511,6 +1511,62 @@ fn the_documented_ways_past_a_refusal_work() {
     assert!(ok && out.is_file(), "{err}");
 }
 
+#[test]
+fn a_second_training_on_a_running_run_is_refused_naming_the_first() {
+    let f = fixture();
+    let out = f.root.join("contended");
+    let train = |epochs: &str, extra: &[&str]| {
+        let mut a = args![
+            "train",
+            "--data",
+            s(&f.data),
+            "--model",
+            "tiny_salt_paper",
+            "--method",
+            "ssam",
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "1",
+            "--out",
+            s(&out)
+        ];
+        a.extend(extra.iter().map(|e| e.to_string()));
+        a
+    };
+    let mut first = Command::new(env!("CARGO_BIN_EXE_salt"))
+        .args(train("100000", &[]))
+        .env("SALT_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first training holds the lock and has started its run.
+    let t0 = std::time::Instant::now();
+    while !out.join("config.toml").is_file() {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "the first training did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (ok, _, err) = salt(&train("1", &["--resume"]));
+    let pid = first.id();
+    assert!(
+        !ok && err.contains(&format!("in use by another training (pid {pid}")),
+        "{err}"
+    );
+    let (ok, _, err) = salt(&train("1", &["--overwrite"]));
+    assert!(!ok && err.contains(&format!("pid {pid}")), "{err}");
+    // Killed, its lock is stale: the next training takes it over.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(out.join(".lock").is_file());
+    let (ok, _, err) = salt(&train("1", &["--overwrite"]));
+    assert!(ok, "taking over a stale lock: {err}");
+    assert!(!out.join(".lock").exists());
+}
+
 /// `metrics.csv` without the `seconds` column (wall time differs run to run).
 fn metrics_without_time(run: &Path) -> Vec<String> {
     std::fs::read_to_string(run.join("metrics.csv"))
