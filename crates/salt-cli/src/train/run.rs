@@ -53,9 +53,8 @@ pub const DIVERGENCE_FACTOR: f64 = 1e3;
 /// Steps whose losses define the early value of [`DIVERGENCE_FACTOR`].
 pub const EARLY_STEPS: usize = 5;
 /// Settings that may change on `--resume`: the length of the run, where it runs, where the
-/// directory now is.
-/// `checkpoint` (its path) may change too: the base is checked by its sha256 instead, so a moved
-/// checkpoint is accepted and a replaced one is not.
+/// directory now is, and where the base checkpoint now is (the base itself is checked by its
+/// sha256 instead, so a moved checkpoint is accepted and a replaced one is not).
 const RESUME_MAY_CHANGE: [&str; 5] = ["epochs", "device", "workers", "out", "checkpoint"];
 
 /// The model presets the CLI knows: salt-sam's, plus `small` (the demo's: the paper's changes
