@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod loss;
+pub mod memory;
 pub mod qualitative;
 pub mod run;
 pub mod rundir;

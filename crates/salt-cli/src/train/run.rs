@@ -536,6 +536,24 @@ pub fn train<B: AutodiffBackend>(
             );
         }
     }
+    // The data and the batch size first: cheap, and refused before any model is built.
+    let train_set = VesselDataset::open(&cfg.data, salt_data::Split::Train)
+        .with_context(|| format!("opening the training split of {}", cfg.data.display()))?;
+    let val_set = VesselDataset::open(&cfg.data, salt_data::Split::Val)
+        .with_context(|| format!("opening the validation split of {}", cfg.data.display()))?;
+    if train_set.items().is_empty() {
+        bail!("the training split of {} is empty", cfg.data.display());
+    }
+    if cfg.batch_size > train_set.items().len() {
+        bail!(
+            "batch_size = {}: larger than the training split of {} ({} images); expected 1 to {}",
+            cfg.batch_size,
+            cfg.data.display(),
+            train_set.items().len(),
+            train_set.items().len()
+        );
+    }
+    super::memory::check_batch(&model_config(&cfg.model)?, cfg.batch_size, &cfg.device)?;
     let base = base_identity(cfg)?;
 
     let (mut sam, policy, adapted) = build_model::<B>(cfg, device)?;
@@ -584,22 +602,6 @@ pub fn train<B: AutodiffBackend>(
         write_metrics_csv(&out.join(METRICS_FILE), &state.history)?;
     }
 
-    let train_set = VesselDataset::open(&cfg.data, salt_data::Split::Train)
-        .with_context(|| format!("opening the training split of {}", cfg.data.display()))?;
-    let val_set = VesselDataset::open(&cfg.data, salt_data::Split::Val)
-        .with_context(|| format!("opening the validation split of {}", cfg.data.display()))?;
-    if train_set.items().is_empty() {
-        bail!("the training split of {} is empty", cfg.data.display());
-    }
-    if cfg.batch_size > train_set.items().len() {
-        bail!(
-            "batch_size = {}: larger than the training split of {} ({} images); expected 1 to {}",
-            cfg.batch_size,
-            cfg.data.display(),
-            train_set.items().len(),
-            train_set.items().len()
-        );
-    }
     // Everything is loaded and checked: only now does the directory change.
     if opts.overwrite && holds_run(&out, &RUN_FILES).is_some() {
         tracing::warn!(out = %out.display(), "--overwrite: removing the previous run");
