@@ -161,10 +161,14 @@ fn check_mask_path(path: &std::path::Path) -> Result<()> {
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
+    let given = match ext.is_empty() {
+        true => "a file without extension".to_string(),
+        false => format!("`.{ext}`"),
+    };
     ensure!(
         MASK_EXTENSIONS.contains(&ext.as_str()),
-        "--out {}: a mask is written losslessly as .png (or .tif/.tiff); `.{ext}` is not one \
-         of them (JPEG would blur the 0/255 values)",
+        "--out {}: a mask is written losslessly as .png (or .tif/.tiff), not as {given} (JPEG \
+         would blur the 0/255 values)",
         path.display()
     );
     Ok(())
