@@ -1,6 +1,6 @@
 //! Bad and unusual inputs across every command, through the built `salt` binary: each case must
 //! exit non-zero, say what is wrong naming the file / key / value, and leave no file under a
-//! final name. Plus the crash test: trainings aborted at seeded moments around checkpoint writes
+//! final name. Plus the crash test: trainings killed at every moment around checkpoint writes
 //! (`SALT_FAULT_INJECT`, test-only) leave a whole `last/` and resume to the uninterrupted
 //! run's metrics (every checkpoint file operation of a two-epoch run is a kill point).
 //!
@@ -1576,6 +1576,69 @@ fn metrics_without_time(run: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Checks a killed run directory (`last/` whole or absent, an interrupted swap's `.old-` whole),
+/// finishes it (`--resume`, or `--overwrite` when no checkpoint was written yet) and compares
+/// its metrics with the uninterrupted run's.
+fn finish_killed_run(
+    out: &Path,
+    label: &str,
+    train: &dyn Fn(&Path, &[&str]) -> Vec<String>,
+    env: &[(&str, &str)],
+    expected: &[String],
+) {
+    // `last/` is whole or absent (an interrupted swap keeps the old one under `.old-`).
+    let last = out.join("last");
+    let olds: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("last.old-"))
+        .collect();
+    for dir in std::iter::once(&last).filter(|d| d.exists()).chain(&olds) {
+        for file in [
+            "adapter.safetensors",
+            "adapter_config.json",
+            "optimizer.bin",
+            "train_state.json",
+        ] {
+            assert!(
+                dir.join(file).is_file(),
+                "{label}: {} lacks {file}",
+                dir.display()
+            );
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("train_state.json")).unwrap()).unwrap();
+        let manifest = salt_core::AdapterManifest::read(dir).unwrap();
+        assert_eq!(
+            manifest.metadata["epoch"],
+            state["epoch"].to_string(),
+            "{label}: adapter and state of {} are of different epochs",
+            dir.display()
+        );
+        salt_core::AdapterTensors::read(dir).unwrap();
+    }
+    let has_checkpoint = last.join("train_state.json").is_file() || !olds.is_empty();
+    let flag = if has_checkpoint {
+        "--resume"
+    } else {
+        "--overwrite"
+    };
+    println!(
+        "crash {label}: last/ {}, {} last.old-*, then {flag}",
+        if last.exists() { "whole" } else { "absent" },
+        olds.len()
+    );
+    let (ok, _, err) = salt_env(&train(out, &[flag]), env);
+    assert!(ok, "{label}: {flag} failed: {err}");
+    assert_eq!(
+        metrics_without_time(out),
+        expected,
+        "{label}: the resumed run differs from the uninterrupted one"
+    );
+    no_temporaries(out);
+    assert!(!out.join(".lock").exists());
+}
+
 #[test]
 fn a_training_killed_around_checkpoint_writes_resumes_to_the_uninterrupted_metrics() {
     let f = fixture();
@@ -1610,7 +1673,9 @@ fn a_training_killed_around_checkpoint_writes_resumes_to_the_uninterrupted_metri
     // One rayon thread: burn-ndarray's parallel sums are not bitwise reproducible.
     let env = [("RAYON_NUM_THREADS", "1")];
     let reference = root.join("reference");
+    let t0 = std::time::Instant::now();
     let (ok, _, err) = salt_env(&train(&reference, &[]), &env);
+    let t_reference = t0.elapsed();
     assert!(ok, "{err}");
     let expected = metrics_without_time(&reference);
     assert_eq!(expected.len(), 3);
@@ -1636,58 +1701,39 @@ fn a_training_killed_around_checkpoint_writes_resumes_to_the_uninterrupted_metri
             err.contains("aborting after checkpoint file operation"),
             "{err}"
         );
-        // `last/` is whole or absent (an interrupted swap keeps the old one under `.old-`).
-        let last = out.join("last");
-        let olds: Vec<PathBuf> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.to_string_lossy().contains("last.old-"))
-            .collect();
-        for dir in std::iter::once(&last).filter(|d| d.exists()).chain(&olds) {
-            for file in [
-                "adapter.safetensors",
-                "adapter_config.json",
-                "optimizer.bin",
-                "train_state.json",
-            ] {
-                assert!(
-                    dir.join(file).is_file(),
-                    "point {point}: {} lacks {file}",
-                    dir.display()
-                );
-            }
-            let state: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(dir.join("train_state.json")).unwrap())
-                    .unwrap();
-            let manifest = salt_core::AdapterManifest::read(dir).unwrap();
-            assert_eq!(
-                manifest.metadata["epoch"],
-                state["epoch"].to_string(),
-                "point {point}: adapter and state of {} are of different epochs",
-                dir.display()
-            );
-            salt_core::AdapterTensors::read(dir).unwrap();
-        }
-        let has_checkpoint = last.join("train_state.json").is_file() || !olds.is_empty();
-        let flag = if has_checkpoint {
-            "--resume"
-        } else {
-            "--overwrite"
-        };
-        println!(
-            "crash point {point}: last/ {}, {} last.old-*, then {flag}",
-            if last.exists() { "whole" } else { "absent" },
-            olds.len()
-        );
-        let (ok, _, err) = salt_env(&train(&out, &[flag]), &env);
-        assert!(ok, "point {point}: {flag} failed: {err}");
-        assert_eq!(
-            metrics_without_time(&out),
-            expected,
-            "point {point}: the resumed run differs from the uninterrupted one"
-        );
-        no_temporaries(&out);
-        assert!(!out.join(".lock").exists());
+        finish_killed_run(&out, &format!("point {point}"), &train, &env, &expected);
     }
     assert!(killed >= 16, "only {killed} moments were tried");
+    // And real SIGKILLs at seeded moments within the uninterrupted run's duration.
+    let (mut x, wall) = (7u64, t_reference.as_millis() as u64 + 1);
+    for k in 0..3 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = (x >> 33) % wall;
+        let out = root.join(format!("sigkill-{k}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_salt"))
+            .args(train(&out, &[]))
+            .env("SALT_LOG", "error")
+            .env("RAYON_NUM_THREADS", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let label = format!("SIGKILL after {delay} ms");
+        println!("{label}: {status}");
+        if status.success() {
+            assert_eq!(metrics_without_time(&out), expected, "{label}");
+            continue;
+        }
+        if !out.join("config.toml").is_file() {
+            // Killed before the run began: nothing to finish, nothing written under a final name.
+            assert!(!out.join("last").exists(), "{label}");
+            continue;
+        }
+        finish_killed_run(&out, &label, &train, &env, &expected);
+    }
 }

@@ -8,8 +8,9 @@
 //! whole under `.old-`, which [`recover`] puts back on the next start; stale `.tmp-` directories
 //! are removed.
 //!
-//! Test-only fault injection: `SALT_FAULT_INJECT=abort-after-write:N` aborts the process
-//! (`std::process::abort`, as a kill would) right after the N-th checkpoint file operation of
+//! Test-only fault injection: `SALT_FAULT_INJECT=abort-after-write:N` ends the process at once
+//! (exit status 137, as after SIGKILL; no destructor runs, so the lock stays behind as a kill
+//! leaves it, and no core dump is written) right after the N-th checkpoint file operation of
 //! the process (each file written, each rename, each removal, counted from 1). It exists for the
 //! crash test (`tests/bad_inputs.rs`); nothing else sets it.
 
@@ -37,7 +38,7 @@ pub fn fault_point() {
     if let Some(k) = spec.strip_prefix("abort-after-write:") {
         if k.trim().parse::<u64>().ok() == Some(n) {
             eprintln!("{FAULT_ENV}: aborting after checkpoint file operation {n}");
-            std::process::abort();
+            std::process::exit(137);
         }
     }
 }
