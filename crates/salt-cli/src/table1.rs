@@ -203,14 +203,19 @@ impl Task for CellTask {
             let (sam, policy, _) = build_model::<B>(&cfg, &device)?;
             (sam, policy, None)
         } else {
-            let summary = train::<B>(&cfg, &RunOptions::with_progress(), &device)?;
+            // A cell without result.json is an unfinished run: start it again.
+            let opts = RunOptions {
+                overwrite: true,
+                ..RunOptions::with_progress()
+            };
+            let summary = train::<B>(&cfg, &opts, &device)?;
             let best = cfg.out.join(BEST_DIR);
             let dir = if best.is_dir() {
                 best
             } else {
                 cfg.out.join(crate::train::run::LAST_DIR)
             };
-            let sam = load_trained::<B>(&cfg, &dir, &device)?;
+            let sam = load_trained::<B>(&cfg, &dir, false, &device)?;
             let policy = cfg.policy(
                 sam.prompt_encoder.prompt_token.is_some(),
                 sam.image_encoder.pos_embed.is_some(),

@@ -31,7 +31,10 @@ pub enum Method {
         #[serde(default)]
         init: SaltInit,
     },
-    /// S-SAM (SVD only): `ReLU(α ⊙ S + β)` over all singular values.
+    /// S-SAM (SVD only): `ReLU(α ⊙ S + β)` over all singular values. Written `"ssam"` in
+    /// `adapter_config.json`; `"svd"` (what earlier files wrote, and the tensor keys' name) is
+    /// read too.
+    #[serde(rename = "ssam", alias = "svd")]
     Svd,
     /// LoRA: `W·x + b + scale · up(down(dropout(x)))`, down `N(0, (1/r)²)`, up zero.
     Lora {

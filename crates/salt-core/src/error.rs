@@ -141,6 +141,25 @@ pub enum Error {
         /// The identity of the loaded base.
         found: String,
     },
+    /// The adapter records no base model (written before base identities were recorded, or
+    /// edited), so nothing says which base it belongs to.
+    #[error("adapter {file} does not record its base model; give the base with --checkpoint and pass --allow-base-mismatch if you know it is the right one")]
+    BaseUnknown {
+        /// The adapter config file.
+        file: PathBuf,
+    },
+    /// A tensor holds NaN or an infinity.
+    #[error("{file}: tensor `{key}` holds a non-finite value ({value} at index {index})")]
+    NonFinite {
+        /// The file (read or about to be written).
+        file: PathBuf,
+        /// The tensor's key.
+        key: String,
+        /// Flat index of the first non-finite value.
+        index: usize,
+        /// That value.
+        value: f32,
+    },
     /// The adapter file format version is not one this build reads.
     #[error("adapter config {file}: format version {found}, this build reads version {expected}")]
     FormatVersion {

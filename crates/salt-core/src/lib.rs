@@ -44,8 +44,9 @@ pub use conv::{AdaptableConv2d, AdaptableConv2dConfig};
 pub use error::{Error, Result};
 pub use inject::{adaptable_paths, build_adapter, inject, merge, AdaptedLayer};
 pub use io::{
-    load_adapter_tensors, save_adapter, trainable_tensors, write_atomic, write_f32_safetensors,
-    AdapterManifest, AdapterTensors, BaseIdentity, ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT_VERSION,
+    check_finite, first_non_finite, load_adapter_tensors, save_adapter, sha256_file,
+    sha256_file_cached, trainable_tensors, write_atomic, write_f32_safetensors, AdapterManifest,
+    AdapterTensors, BaseIdentity, ADAPTER_CONFIG, ADAPTER_WEIGHTS, CACHE_DIR_ENV, FORMAT_VERSION,
 };
 pub use linear::{AdaptableLinear, AdaptableLinearConfig};
 pub use lora::LoraAdapter;

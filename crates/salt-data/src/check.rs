@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::dataset::{
-    arcade_json, arcade_root, drive_companions, drive_folder, paper_image_path, paper_mask_path,
-    parse_coco, Layout,
+    arcade_json, arcade_root, drive_companions, drive_folder, drive_images, ensure_inside,
+    paper_entries, parse_coco, Layout,
 };
 use crate::image_io::{read_image, read_mask_for};
-use crate::split::{read_split_csv_lenient, Split};
+use crate::split::Split;
 use crate::Error;
 
 /// One problem found in a dataset.
@@ -35,6 +35,8 @@ impl From<Error> for Problem {
         let path = match &e {
             Error::Io { path, .. }
             | Error::Decode { path, .. }
+            | Error::Truncated { path, .. }
+            | Error::OutsideRoot { path, .. }
             | Error::PixelFormat { path, .. }
             | Error::Missing { path, .. }
             | Error::Csv { path, .. }
@@ -150,22 +152,6 @@ fn check_paper(root: &Path) -> Report {
     let mut problems = Vec::new();
     let images = list_dir(&root.join("images"), &mut problems);
     let masks = list_dir(&root.join("masks"), &mut problems);
-    // Every image needs its mask; every mask its image.
-    let results: Vec<(PathBuf, bool, Vec<Problem>)> = images
-        .par_iter()
-        .map(|ip| {
-            let mut p = Vec::new();
-            let ok = check_pair(ip, &paper_mask_path(root, ip), &mut p);
-            (ip.clone(), ok, p)
-        })
-        .collect();
-    let mut good = HashSet::new();
-    for (ip, ok, p) in results {
-        problems.extend(p);
-        if ok {
-            good.insert(ip);
-        }
-    }
     let image_stems: HashSet<String> = images
         .iter()
         .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -185,52 +171,58 @@ fn check_paper(root: &Path) -> Report {
             None => problems.push(problem(m, "not named <stem>_mask.<ext>")),
         }
     }
+    // The rows, exactly as training reads them (`paper_entries`): each pair is decoded.
+    let (entries, row_problems) = match paper_entries(root) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(e.into());
+            return Report {
+                layout: None,
+                counts: Vec::new(),
+                problems,
+            };
+        }
+    };
+    problems.extend(row_problems.into_iter().map(Into::into));
     let csv = root.join("data_split.csv");
-    let mut counts = Vec::new();
-    if !csv.is_file() {
-        problems.push(problem(
-            &csv,
-            "missing split file (make one with `salt data split`)",
-        ));
-    } else {
-        match read_split_csv_lenient(&csv) {
-            Err(e) => problems.push(e.into()),
-            Ok((rows, row_problems)) => {
-                problems.extend(row_problems.into_iter().map(Into::into));
-                let mut listed = HashSet::new();
-                for (i, r) in rows.iter().enumerate() {
-                    let ip = paper_image_path(root, &r.image);
-                    if !ip.is_file() {
-                        problems.push(problem(
-                            &csv,
-                            format!("line {}: names missing file {}", i + 2, ip.display()),
-                        ));
-                    }
-                    listed.insert(ip);
-                }
-                for split in [Split::Train, Split::Val, Split::Test] {
-                    let n = rows
-                        .iter()
-                        .filter(|r| {
-                            r.split == split && good.contains(&paper_image_path(root, &r.image))
-                        })
-                        .count();
-                    counts.push((split, n));
-                }
-                for split in [Split::Train, Split::Val] {
-                    if !rows.iter().any(|r| r.split == split) {
-                        problems.push(problem(
-                            &csv,
-                            format!("split {split:?} is empty").to_lowercase(),
-                        ));
-                    }
-                }
-                for ip in &images {
-                    if !listed.contains(ip) {
-                        problems.push(problem(ip, "image not listed in data_split.csv"));
-                    }
-                }
+    let results: Vec<(bool, Vec<Problem>)> = entries
+        .par_iter()
+        .map(|e| {
+            let mut p = Vec::new();
+            if !e.image.is_file() {
+                p.push(problem(
+                    &csv,
+                    format!("line {}: names missing file {}", e.line, e.image.display()),
+                ));
+                return (false, p);
             }
+            let ok = check_pair(&e.image, &e.mask, &mut p);
+            (ok, p)
+        })
+        .collect();
+    let mut counts = Vec::new();
+    let mut ok_by_split = std::collections::HashMap::<Split, usize>::new();
+    for (e, (ok, p)) in entries.iter().zip(results) {
+        problems.extend(p);
+        if ok {
+            *ok_by_split.entry(e.split).or_default() += 1;
+        }
+    }
+    for split in [Split::Train, Split::Val, Split::Test] {
+        counts.push((split, ok_by_split.get(&split).copied().unwrap_or(0)));
+    }
+    for split in [Split::Train, Split::Val] {
+        if !entries.iter().any(|e| e.split == split) {
+            problems.push(problem(
+                &csv,
+                format!("split {split:?} is empty").to_lowercase(),
+            ));
+        }
+    }
+    let listed: HashSet<&PathBuf> = entries.iter().map(|e| &e.image).collect();
+    for ip in &images {
+        if !listed.contains(ip) {
+            problems.push(problem(ip, "image not listed in data_split.csv"));
         }
     }
     Report {
@@ -252,7 +244,22 @@ fn check_drive(root: &Path) -> Report {
             ));
             continue;
         }
-        let images = list_dir(&dir.join("images"), &mut problems);
+        // The list training reads (`drive_images`); anything else in the folder is reported.
+        let images = match drive_images(&dir) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(e.into());
+                Vec::new()
+            }
+        };
+        for other in list_dir(&dir.join("images"), &mut problems) {
+            if !images.contains(&other) {
+                problems.push(problem(
+                    &other,
+                    "not a DRIVE image (.tif, .tiff, .png): training ignores it",
+                ));
+            }
+        }
         if images.is_empty() {
             problems.push(problem(
                 dir.join("images"),
@@ -263,6 +270,10 @@ fn check_drive(root: &Path) -> Report {
             .par_iter()
             .map(|ip| {
                 let mut p = Vec::new();
+                if let Err(e) = ensure_inside(root, ip) {
+                    p.push(e.into());
+                    return (false, p);
+                }
                 let (manual, fov) = drive_companions(&dir, ip);
                 let mut ok = check_pair(ip, &manual, &mut p);
                 ok &= check_pair(ip, &fov, &mut p);
@@ -319,6 +330,10 @@ fn check_arcade(root: &Path) -> Report {
         let mut n = 0;
         for e in &entries {
             let ip = dir.join("images").join(&e.file_name);
+            if let Err(err) = ensure_inside(root, &ip) {
+                problems.push(err.into());
+                continue;
+            }
             match read_image(&ip) {
                 Err(err) => problems.push(err.into()),
                 Ok(img) if (img.width, img.height) != (e.width, e.height) => {

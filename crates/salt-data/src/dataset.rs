@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::image_io::{read_image, read_mask_for};
 use crate::polygon::fill_polygon;
-use crate::split::{read_split_csv, Split};
+use crate::split::{parse_split_csv_lines, Split};
 use crate::{Error, Image8, Mask, Result};
 
 /// One image with its vessel mask.
@@ -167,7 +167,60 @@ fn load_pair(image_path: &Path, mask_path: &Path) -> Result<(Image8, Mask)> {
     Ok((image, mask))
 }
 
-fn load_paper(root: &Path, split: Split) -> Result<Vec<VesselItem>> {
+/// One row of a paper-layout dataset, resolved to its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaperEntry {
+    /// 1-based line of `data_split.csv`.
+    pub line: usize,
+    /// The split of the row.
+    pub split: Split,
+    /// `images/<imgs>` (see [`paper_image_path`]).
+    pub image: PathBuf,
+    /// `masks/<stem>_mask.png`.
+    pub mask: PathBuf,
+}
+
+/// Errors unless the row's files stay inside the dataset: `imgs` must be a plain relative name
+/// (no `..`, no absolute path), and the files it names must not resolve (through symlinks)
+/// outside `root`.
+fn check_inside(root: &Path, csv: &Path, line: usize, imgs: &str, files: [&Path; 2]) -> Result<()> {
+    use std::path::Component;
+    let csv_err = |message: String| Error::Csv {
+        path: csv.to_path_buf(),
+        line,
+        message,
+    };
+    if !Path::new(imgs)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(csv_err(format!(
+            "`imgs` value {imgs:?} leaves images/: absolute paths and `..` are not allowed in a \
+             split file (a row must name a file inside the dataset)"
+        )));
+    }
+    let canonical_root = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    for f in files {
+        if let Ok(c) = std::fs::canonicalize(f) {
+            if !c.starts_with(&canonical_root) {
+                return Err(csv_err(format!(
+                    "`imgs` value {imgs:?}: {} resolves to {}, outside the dataset root {} (a \
+                     symlink out of the dataset)",
+                    f.display(),
+                    c.display(),
+                    canonical_root.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The files of a paper-layout dataset: every row of `data_split.csv` resolved to its image and
+/// mask, and every problem (bad rows, rows leaving the dataset root), each naming its line. This
+/// is the one file list: [`VesselDataset::open`] (train, eval) refuses the dataset on the first
+/// problem, `salt data check` lists them all. Only a missing or unreadable CSV is an `Err`.
+pub fn paper_entries(root: &Path) -> Result<(Vec<PaperEntry>, Vec<Error>)> {
     let csv = root.join("data_split.csv");
     if !csv.is_file() {
         return Err(Error::Missing {
@@ -175,14 +228,41 @@ fn load_paper(root: &Path, split: Split) -> Result<Vec<VesselItem>> {
             what: "split file (make one with `salt data split`)".into(),
         });
     }
-    let rows = read_split_csv(&csv)?;
-    rows.par_iter()
-        .filter(|r| r.split == split)
-        .map(|r| {
-            let ip = paper_image_path(root, &r.image);
-            let mp = paper_mask_path(root, &ip);
-            let (image, mask) = load_pair(&ip, &mp)?;
-            Ok(item(stem_of(&ip), image, mask, None))
+    let bytes = std::fs::read(&csv).map_err(|e| Error::io(&csv, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::Csv {
+        path: csv.clone(),
+        line: 1,
+        message: "not UTF-8 text".into(),
+    })?;
+    let (rows, mut problems) = parse_split_csv_lines(&text, &csv);
+    let mut entries = Vec::new();
+    for (line, r) in rows {
+        let image = paper_image_path(root, &r.image);
+        let mask = paper_mask_path(root, &image);
+        match check_inside(root, &csv, line, &r.image, [&image, &mask]) {
+            Ok(()) => entries.push(PaperEntry {
+                line,
+                split: r.split,
+                image,
+                mask,
+            }),
+            Err(e) => problems.push(e),
+        }
+    }
+    Ok((entries, problems))
+}
+
+fn load_paper(root: &Path, split: Split) -> Result<Vec<VesselItem>> {
+    let (entries, mut problems) = paper_entries(root)?;
+    if !problems.is_empty() {
+        return Err(problems.swap_remove(0));
+    }
+    entries
+        .par_iter()
+        .filter(|e| e.split == split)
+        .map(|e| {
+            let (image, mask) = load_pair(&e.image, &e.mask)?;
+            Ok(item(stem_of(&e.image), image, mask, None))
         })
         .collect()
 }
@@ -223,12 +303,37 @@ fn sorted_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The images of a DRIVE split folder (`training/` or `test/`): `images/*.{tif,tiff,png}`, sorted.
+/// Training and `salt data check` read this one list.
+pub fn drive_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    sorted_files(&dir.join("images"), &["tif", "tiff", "png"])
+}
+
+/// Errors with [`Error::OutsideRoot`] if `file` exists and resolves (through symlinks) outside
+/// `root`. A symlink that stays inside the root is fine.
+pub fn ensure_inside(root: &Path, file: &Path) -> Result<()> {
+    let Ok(resolved) = std::fs::canonicalize(file) else {
+        return Ok(());
+    };
+    let root_c = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    if resolved.starts_with(&root_c) {
+        Ok(())
+    } else {
+        Err(Error::OutsideRoot {
+            path: file.to_path_buf(),
+            resolved,
+            root: root_c,
+        })
+    }
+}
+
 fn load_drive(root: &Path, split: Split) -> Result<Vec<VesselItem>> {
     let dir = root.join(drive_folder(split));
-    let images = sorted_files(&dir.join("images"), &["tif", "tiff", "png"])?;
+    let images = drive_images(&dir)?;
     images
         .par_iter()
         .map(|ip| {
+            ensure_inside(root, ip)?;
             let (manual, fov_path) = drive_companions(&dir, ip);
             let (image, mask) = load_pair(ip, &manual)?;
             let fov = if fov_path.is_file() {
@@ -305,6 +410,18 @@ pub fn parse_coco(text: &str, path: &Path) -> Result<Vec<CocoImage>> {
             .get("file_name")
             .and_then(|x| x.as_str())
             .ok_or_else(|| ann_err(path, format!("images[{i}] has no `file_name`")))?;
+        if !Path::new(file_name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(ann_err(
+                path,
+                format!(
+                    "images[{i}].file_name {file_name:?} leaves images/: absolute paths and `..` \
+                     are not allowed"
+                ),
+            ));
+        }
         let dim = |k: &str| -> Result<usize> {
             im.get(k)
                 .and_then(|x| x.as_u64())
@@ -376,6 +493,7 @@ fn load_arcade(root: &Path, split: Split) -> Result<Vec<VesselItem>> {
         .into_par_iter()
         .map(|e| {
             let ip = dir.join("images").join(&e.file_name);
+            ensure_inside(root, &ip)?;
             if !ip.is_file() {
                 return Err(Error::Missing {
                     path: ip,

@@ -23,6 +23,26 @@ pub enum Error {
         #[source]
         source: image::ImageError,
     },
+    /// The file ends before the image does (a decoder that would accept it is overruled).
+    #[error("{path}: truncated {format} file: {what}")]
+    Truncated {
+        /// The image file.
+        path: PathBuf,
+        /// The format.
+        format: &'static str,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// A file of the dataset that resolves (through a symlink) outside the dataset root.
+    #[error("{path}: resolves to {resolved}, outside the dataset root {root}")]
+    OutsideRoot {
+        /// The file as the layout names it.
+        path: PathBuf,
+        /// Where it really is.
+        resolved: PathBuf,
+        /// The dataset root.
+        root: PathBuf,
+    },
     /// The image decoded but has a pixel format we refuse (16-bit, float, RGBA, palette, ...).
     #[error("{path}: unsupported pixel format {found}; expected {expected}")]
     PixelFormat {

@@ -99,7 +99,19 @@ fn pixel_error(path: &Path, found: impl Into<String>) -> Error {
     }
 }
 
-/// Decodes image bytes; `path` is only used in errors.
+/// Whether JPEG bytes end their last scan with an end-of-image marker (`FF D9`). Inside
+/// entropy-coded data a `FF` byte is always followed by `00` or a restart marker, so an `FF D9`
+/// after the last start-of-scan (`FF DA`) is the end of the image.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(i) => bytes[i + 2..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
+}
+
+/// Decodes image bytes; `path` is only used in errors. Every decoder error, and a truncated
+/// JPEG (which the decoder itself would accept), is an error naming the file.
 pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image8> {
     let decode_err = |source| Error::Decode {
         path: path.to_path_buf(),
@@ -114,6 +126,14 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image8> {
             Some((6, _)) => return Err(pixel_error(path, "RGBA PNG")),
             _ => {}
         }
+    }
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // The JPEG decoder fills a truncated scan with grey and reports success.
+        return Err(Error::Truncated {
+            path: path.to_path_buf(),
+            format: "JPEG",
+            what: "no end-of-image marker after the last scan",
+        });
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
@@ -287,6 +307,46 @@ mod tests {
             let p = dir.path().join(format!("m.{ext}"));
             write_mask(&p, &mask).unwrap();
             assert_eq!(read_mask(&p).unwrap(), mask, "{ext}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_naming_the_file() {
+        let img = DynamicImage::ImageLuma8(image::ImageBuffer::from_fn(32, 24, |x, y| {
+            image::Luma([(x * 7 + y * 3) as u8])
+        }));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
+        let full = out.into_inner();
+        let p = Path::new("scan.jpg");
+        assert_eq!(decode_image(&full, p).unwrap().width, 32);
+        // Trailing bytes after the end-of-image marker are tolerated, as every viewer does.
+        let mut padded = full.clone();
+        padded.extend_from_slice(&[0, 0, 0]);
+        assert!(decode_image(&padded, p).is_ok());
+        for cut in (2..full.len() - 1).step_by(7).chain([full.len() - 1]) {
+            let err = decode_image(&full[..cut], p).unwrap_err();
+            assert!(err.to_string().contains("scan.jpg"), "cut {cut}: {err}");
+        }
+        // The other formats' decoders catch truncation themselves: check that they still do.
+        for format in [ImageFormat::Png, ImageFormat::Tiff, ImageFormat::Gif] {
+            let img = match format {
+                ImageFormat::Gif => DynamicImage::ImageRgba8(img.to_rgba8()),
+                _ => img.clone(),
+            };
+            let mut out = Cursor::new(Vec::new());
+            img.write_to(&mut out, format).unwrap();
+            let full = out.into_inner();
+            let p = Path::new("scan.img");
+            assert!(decode_image(&full, p).is_ok(), "{format:?}");
+            for cut in (8..full.len() - 1).step_by(5) {
+                let err = decode_image(&full[..cut], p);
+                assert!(
+                    err.is_err(),
+                    "{format:?} cut at {cut} of {} decoded",
+                    full.len()
+                );
+            }
         }
     }
 

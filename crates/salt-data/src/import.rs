@@ -61,7 +61,54 @@ fn stem(p: &Path) -> String {
 
 /// Imports the pairs described by `spec` into `out` (paper layout) and returns the number of
 /// pairs. An image without a mask, a mask of another size or an unreadable file is an error.
+///
+/// `out` must not exist or be an empty folder. The dataset is written into a temporary folder
+/// beside it (`.<name>.tmp-<pid>`) and renamed to `out` at the end, so a failed import leaves
+/// nothing under `out` (and removes its temporary).
 pub fn import(spec: &ImportSpec, out: &Path) -> Result<usize> {
+    if out.exists() {
+        let empty = std::fs::read_dir(out)
+            .map_err(|e| Error::io(out, e))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(Error::Invalid {
+                what: "--out",
+                message: format!(
+                    "{} exists and is not empty; import into a new folder",
+                    out.display()
+                ),
+            });
+        }
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "import".into());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = import_into(spec, &tmp).and_then(|n| {
+        if out.exists() {
+            std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
+        }
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+        Ok(n)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if let Ok(n) = result {
+        tracing::info!(n, out = %out.display(), "imported");
+    }
+    result
+}
+
+fn import_into(spec: &ImportSpec, out: &Path) -> Result<usize> {
     let masks: HashMap<String, PathBuf> = files(&spec.masks)?
         .into_iter()
         .map(|p| (stem(&p), p))
@@ -108,7 +155,6 @@ pub fn import(spec: &ImportSpec, out: &Path) -> Result<usize> {
     let n_test = spec.n_test.unwrap_or(names.len().saturating_sub(n_train));
     let rows = seeded_split(&names, n_train, n_test, spec.seed)?;
     write_split_csv(&out.join("data_split.csv"), &rows)?;
-    tracing::info!(n = pairs.len(), out = %out.display(), "imported");
     Ok(pairs.len())
 }
 

@@ -69,11 +69,61 @@ pub struct SplitRow {
     pub split: Split,
 }
 
-fn unquote(field: &str) -> &str {
-    let f = field.trim();
-    f.strip_prefix('"')
-        .and_then(|f| f.strip_suffix('"'))
-        .unwrap_or(f)
+/// Splits one CSV line into fields (RFC 4180: a field in double quotes may hold `,` and `""`
+/// for a quote; spaces around a field are trimmed). An unterminated quote is an error.
+fn split_fields(line: &str) -> std::result::Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("unterminated quoted field".into()),
+                }
+            }
+            while chars.peek().is_some_and(|c| *c != ',') {
+                let c = chars.next().unwrap_or(' ');
+                if !c.is_whitespace() {
+                    return Err(format!("text after a quoted field: {c:?}"));
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                field.push(c);
+                chars.next();
+            }
+            field = field.trim().to_string();
+        }
+        fields.push(field);
+        match chars.next() {
+            Some(',') => continue,
+            _ => return Ok(fields),
+        }
+    }
+}
+
+/// A CSV field as written by [`format_split_csv`]: quoted when it holds `,`, `"` or leading or
+/// trailing spaces (which the reader would trim).
+fn quote(field: &str) -> String {
+    if field.contains([',', '"']) || field.trim() != field {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
 }
 
 /// Parses the text of a split CSV: a header naming `imgs` and `split` (other columns ignored,
@@ -89,6 +139,12 @@ pub fn parse_split_csv(text: &str, path: &Path) -> Result<Vec<SplitRow>> {
 /// Like [`parse_split_csv`], but goes on past bad rows: every readable row, and every problem
 /// (each naming its line). A missing or unusable header is the only problem when there is one.
 pub fn parse_split_csv_lenient(text: &str, path: &Path) -> (Vec<SplitRow>, Vec<Error>) {
+    let (rows, problems) = parse_split_csv_lines(text, path);
+    (rows.into_iter().map(|(_, r)| r).collect(), problems)
+}
+
+/// [`parse_split_csv_lenient`] with each row's 1-based line number.
+pub fn parse_split_csv_lines(text: &str, path: &Path) -> (Vec<(usize, SplitRow)>, Vec<Error>) {
     let csv_err = |line: usize, message: String| Error::Csv {
         path: path.to_path_buf(),
         line,
@@ -108,7 +164,10 @@ pub fn parse_split_csv_lenient(text: &str, path: &Path) -> (Vec<SplitRow>, Vec<E
             )],
         );
     };
-    let cols: Vec<&str> = header.split(',').map(unquote).collect();
+    let cols = match split_fields(header) {
+        Ok(c) => c,
+        Err(m) => return (Vec::new(), vec![csv_err(1, m)]),
+    };
     let find = |name: &str| cols.iter().position(|c| c.eq_ignore_ascii_case(name));
     let (Some(ic), Some(sc)) = (find("imgs"), find("split")) else {
         return (
@@ -124,7 +183,13 @@ pub fn parse_split_csv_lenient(text: &str, path: &Path) -> (Vec<SplitRow>, Vec<E
     let mut seen = std::collections::HashSet::new();
     for (i, line) in lines {
         let n = i + 1;
-        let fields: Vec<&str> = line.split(',').map(unquote).collect();
+        let fields = match split_fields(line) {
+            Ok(f) => f,
+            Err(m) => {
+                problems.push(csv_err(n, m));
+                continue;
+            }
+        };
         if fields.len() != cols.len() {
             problems.push(csv_err(
                 n,
@@ -137,7 +202,7 @@ pub fn parse_split_csv_lenient(text: &str, path: &Path) -> (Vec<SplitRow>, Vec<E
             problems.push(csv_err(n, "empty `imgs` value".into()));
             continue;
         }
-        let Some(split) = Split::parse(fields[sc]) else {
+        let Some(split) = Split::parse(&fields[sc]) else {
             problems.push(Error::UnknownSplit {
                 path: path.to_path_buf(),
                 line: n,
@@ -150,7 +215,7 @@ pub fn parse_split_csv_lenient(text: &str, path: &Path) -> (Vec<SplitRow>, Vec<E
             problems.push(csv_err(n, format!("{image:?} listed twice")));
             continue;
         }
-        rows.push(SplitRow { image, split });
+        rows.push((n, SplitRow { image, split }));
     }
     (rows, problems)
 }
@@ -175,17 +240,25 @@ fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-/// The CSV text for `rows` (header `imgs,split`).
+/// The CSV text for `rows` (header `imgs,split`; names quoted where needed, so that
+/// [`parse_split_csv`] reads back exactly these rows).
 pub fn format_split_csv(rows: &[SplitRow]) -> String {
     let mut out = String::from("imgs,split\n");
     for r in rows {
-        out.push_str(&format!("{},{}\n", r.image, r.split));
+        out.push_str(&format!("{},{}\n", quote(&r.image), r.split));
     }
     out
 }
 
-/// Writes `rows` to `path` atomically.
+/// Writes `rows` to `path` atomically. A name with a line break cannot be a CSV row we read
+/// back: it is an error naming it, and nothing is written.
 pub fn write_split_csv(path: &Path, rows: &[SplitRow]) -> Result<()> {
+    if let Some(r) = rows.iter().find(|r| r.image.contains(['\n', '\r'])) {
+        return Err(Error::Invalid {
+            what: "image name",
+            message: format!("{:?} holds a line break; rename the file", r.image),
+        });
+    }
     crate::image_io::write_atomic(path, format_split_csv(rows).as_bytes())
 }
 
@@ -243,6 +316,29 @@ pub fn seeded_split(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_commas_and_quotes_round_trip() {
+        let rows: Vec<SplitRow> = ["a,b.png", "say \"hi\".png", " pad.png", "plain.png"]
+            .iter()
+            .map(|n| SplitRow {
+                image: n.to_string(),
+                split: Split::Train,
+            })
+            .collect();
+        let text = format_split_csv(&rows);
+        assert_eq!(parse_split_csv(&text, Path::new("d.csv")).unwrap(), rows);
+        let bad = [SplitRow {
+            image: "a\nb.png".into(),
+            split: Split::Val,
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_split_csv(&dir.path().join("s.csv"), &bad).unwrap_err();
+        assert!(err.to_string().contains("line break"), "{err}");
+        assert!(!dir.path().join("s.csv").exists());
+        let err = parse_split_csv("imgs,split\n\"open,train\n", Path::new("d.csv")).unwrap_err();
+        assert!(err.to_string().contains("d.csv:2: unterminated"), "{err}");
+    }
 
     #[test]
     fn parses_paper_csv_with_extra_columns_and_quotes() {

@@ -57,6 +57,20 @@ pub enum Error {
         #[source]
         source: image::ImageError,
     },
+    /// A threshold outside the value range of the mask's samples: no pixel (or every pixel)
+    /// could be foreground, which is never what was meant.
+    #[cfg(feature = "image")]
+    #[error("mask {path}: threshold {threshold} is outside its sample range (expected a number in [0, {max}) for these {bits}-bit samples)")]
+    Threshold {
+        /// The file.
+        path: PathBuf,
+        /// The threshold given.
+        threshold: f64,
+        /// The largest sample value of the format.
+        max: f64,
+        /// Bits per sample.
+        bits: u32,
+    },
 }
 
 /// Result type of salt-metrics.

@@ -14,7 +14,10 @@ use crate::mask::Mask;
 /// expanded to colour first.
 ///
 /// # Errors
-/// [`Error::ReadImage`] naming the file when it cannot be opened or decoded.
+/// [`Error::ReadImage`] naming the file when it cannot be opened or decoded; [`Error::Threshold`]
+/// when `threshold` is NaN, negative, or not below the largest sample value of an integer format
+/// (255 for 8-bit, 65535 for 16-bit): no pixel could then be foreground. Float images accept any
+/// finite threshold >= 0.
 pub fn read_mask(path: impl AsRef<Path>, threshold: f64) -> Result<Mask> {
     let path = path.as_ref();
     let err = |source| Error::ReadImage {
@@ -27,6 +30,19 @@ pub fn read_mask(path: impl AsRef<Path>, threshold: f64) -> Result<Mask> {
         .map_err(|e| err(image::ImageError::IoError(e)))?
         .decode()
         .map_err(err)?;
+    let (max, bits) = match img.color().bytes_per_pixel() / img.color().channel_count() {
+        1 => (255.0, 8),
+        2 => (65535.0, 16),
+        _ => (f64::INFINITY, 32),
+    };
+    if !(threshold >= 0.0 && threshold < max) {
+        return Err(Error::Threshold {
+            path: path.to_path_buf(),
+            threshold,
+            max,
+            bits,
+        });
+    }
     Ok(mask_from_image(&img, threshold))
 }
 
@@ -94,9 +110,19 @@ mod tests {
             img.save(&path).unwrap();
             assert_eq!(read_mask(&path, 0.0).unwrap(), expected, "{name}");
         }
-        // The threshold compares raw values: 300 > 255 in 16-bit, 255 is not > 255 in 8-bit.
+        // The threshold compares raw values: 300 > 255 in 16-bit, 254 is not > 254 in 8-bit
+        // (values 0/255 here, so 254 keeps them); a threshold no 8-bit value can exceed (255),
+        // or NaN, or a negative one is an error naming the file.
         assert_eq!(read_mask(tmp("g16.tif"), 255.0).unwrap(), expected);
-        assert!(read_mask(tmp("g8.png"), 255.0).unwrap().is_empty());
+        assert_eq!(read_mask(tmp("g8.png"), 254.0).unwrap(), expected);
+        for bad in [255.0, 300.0, -1.0, f64::NAN] {
+            let err = read_mask(tmp("g8.png"), bad).unwrap_err();
+            assert!(
+                matches!(err, Error::Threshold { .. }) && err.to_string().contains("g8.png"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(read_mask(tmp("g16.tif"), 65535.0).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use salt_data::synth::{write_dataset_sized, SynthLayout};
@@ -56,7 +56,8 @@ pub fn demo_config(args: &Args) -> TrainConfig {
         rank: 8,
         trainable,
         epochs: args.epochs,
-        batch_size: 4,
+        // 4, or the whole training split when it is smaller.
+        batch_size: salt_data::synth::train_count(args.images).clamp(1, 4),
         lr: 3e-3,
         seed: args.seed,
         device: args.device.clone(),
@@ -81,9 +82,14 @@ impl Task for Demo {
     type Output = DemoReport;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<DemoReport> {
         let cfg = self.0;
-        let summary = train::<B>(&cfg, &RunOptions::with_progress(), &device)?;
+        // The demo's run is the demo's own: a rerun replaces it.
+        let opts = RunOptions {
+            overwrite: true,
+            ..RunOptions::with_progress()
+        };
+        let summary = train::<B>(&cfg, &opts, &device)?;
         // Evaluate the best adapter on the validation split, at the original resolution.
-        let sam = load_trained::<B>(&cfg, &cfg.out.join(BEST_DIR), &device)?.valid();
+        let sam = load_trained::<B>(&cfg, &cfg.out.join(BEST_DIR), false, &device)?.valid();
         let val = VesselDataset::open(&cfg.data, Split::Val)?;
         let (acc, rows) = evaluate_sam(
             &sam,
@@ -103,6 +109,64 @@ impl Task for Demo {
     }
 }
 
+/// What the demo's dataset was made from, stored beside it (`data/salt-demo.json`): a rerun
+/// reuses the folder only when this matches what it would generate.
+const DATA_STAMP: &str = "salt-demo.json";
+const DATA_SIZE: usize = 128;
+
+/// Writes (or reuses) the demo's synthetic dataset `<out>/data`. It is generated into a
+/// temporary folder and renamed at the end; a folder made for other settings, or not by the
+/// demo, is an error rather than silently trained on.
+fn demo_dataset(args: &Args) -> Result<()> {
+    let data = args.out.join("data");
+    let stamp = serde_json::json!({
+        "style": Style::XrayAngio.name(),
+        "images": args.images,
+        "seed": args.seed,
+        "size": DATA_SIZE,
+    });
+    if data.exists() {
+        let found: Option<serde_json::Value> = std::fs::read(data.join(DATA_STAMP))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match found {
+            Some(f) if f == stamp => return Ok(()),
+            Some(f) => bail!(
+                "{} holds the demo dataset of other settings ({f}, this run needs {stamp}); \
+                 give another --out or delete that folder",
+                data.display()
+            ),
+            None => bail!(
+                "{} exists but was not written by `salt demo` (no {DATA_STAMP}); give another \
+                 --out or delete that folder",
+                data.display()
+            ),
+        }
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let tmp = args.out.join(format!("data.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    tracing::info!(dir = %data.display(), images = args.images, "writing a synthetic X-ray angiography dataset");
+    let written = write_dataset_sized(
+        &tmp,
+        Style::XrayAngio,
+        args.images,
+        args.seed,
+        SynthLayout::Paper,
+        DATA_SIZE,
+    )
+    .context("writing the synthetic dataset")
+    .and_then(|_| {
+        salt_core::write_atomic(&tmp.join(DATA_STAMP), &serde_json::to_vec_pretty(&stamp)?)?;
+        std::fs::rename(&tmp, &data).with_context(|| format!("renaming to {}", data.display()))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
+}
+
 fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}"))
         .unwrap_or_else(|| "–".into())
@@ -111,19 +175,17 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 /// Runs the demo and prints where everything is.
 pub fn run(args: Args) -> Result<()> {
     let spec: DeviceSpec = args.device.parse().map_err(anyhow::Error::msg)?;
-    let data = args.out.join("data");
-    if !data.join("data_split.csv").is_file() {
-        tracing::info!(dir = %data.display(), images = args.images, "writing a synthetic X-ray angiography dataset");
-        write_dataset_sized(
-            &data,
-            Style::XrayAngio,
-            args.images,
-            args.seed,
-            SynthLayout::Paper,
-            128,
-        )
-        .context("writing the synthetic dataset")?;
+    // Checked before anything is written.
+    if args.images < 2 {
+        bail!(
+            "--images {}: the demo needs at least 2 (one to train on, one to validate)",
+            args.images
+        );
     }
+    if args.epochs == 0 {
+        bail!("--epochs 0: expected at least 1");
+    }
+    demo_dataset(&args)?;
     let cfg = demo_config(&args);
     let report = dispatch(spec, Demo(cfg.clone()))?;
     let t = &report.train;

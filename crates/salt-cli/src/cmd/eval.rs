@@ -40,6 +40,10 @@ pub struct AdapterArgs {
     /// adapter directory).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// Use the adapter even if the base differs from (or is not recorded with) the one it was
+    /// trained on.
+    #[arg(long)]
+    pub allow_base_mismatch: bool,
 }
 
 /// Arguments of `salt eval`.
@@ -72,7 +76,11 @@ pub struct Args {
 }
 
 /// The run configuration an adapter belongs to: the run's `config.toml` next to the adapter
-/// directory when present (it knows the seed of a random base), else rebuilt from the manifest.
+/// directory when present, else rebuilt from the manifest, whose recorded base says which base
+/// model to build (a random base from its preset and seed; a checkpoint from its recorded path).
+/// `checkpoint` (`--checkpoint`) replaces the base; [`load_trained`] then checks it against the
+/// recorded identity. An adapter whose base is neither recorded, nor given, nor in a run config
+/// is an error: it is never run on a random model.
 pub fn run_config(adapter: &std::path::Path, checkpoint: Option<PathBuf>) -> Result<TrainConfig> {
     let manifest = AdapterManifest::read(adapter)?;
     let run_cfg = adapter
@@ -111,6 +119,25 @@ pub fn run_config(adapter: &std::path::Path, checkpoint: Option<PathBuf>) -> Res
                     c.rank = *rank;
                     c.lora_dropout = *dropout;
                 }
+            }
+            match (&manifest.base, &checkpoint) {
+                (_, Some(_)) => {}
+                (Some(base), None) if base.is_random() => c.checkpoint = None,
+                (Some(base), None) if std::path::Path::new(&base.file).is_file() => {
+                    c.checkpoint = Some(PathBuf::from(&base.file));
+                }
+                (Some(base), None) => bail!(
+                    "{}: no run config.toml beside the adapter, and its base checkpoint {} is not \
+                     there; give the base with --checkpoint",
+                    adapter.display(),
+                    base.describe()
+                ),
+                (None, None) => bail!(
+                    "{}: the base model is unknown (no run config.toml beside the adapter, no base \
+                     recorded in its adapter_config.json); give the base checkpoint with \
+                     --checkpoint (and --allow-base-mismatch, as nothing can confirm it)",
+                    adapter.display()
+                ),
             }
             c
         }
@@ -205,7 +232,13 @@ impl Task for Eval {
     type Output = salt_metrics::Report;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<salt_metrics::Report> {
         let Eval(args, cfg, split, opts) = self;
-        let sam = load_trained::<B>(&cfg, &args.trained.adapter, &device)?.valid();
+        let sam = load_trained::<B>(
+            &cfg,
+            &args.trained.adapter,
+            args.trained.allow_base_mismatch,
+            &device,
+        )?
+        .valid();
         let data = VesselDataset::open(&args.data, split).with_context(|| {
             format!(
                 "opening the {} split of {}",
@@ -248,6 +281,55 @@ pub fn run(args: Args) -> Result<()> {
     };
     let spec: DeviceSpec = args.device.parse().map_err(anyhow::Error::msg)?;
     let cfg = run_config(&args.trained.adapter, args.trained.checkpoint.clone())?;
+    let (parent, name) = output_dir(&args.out)?;
+    // Everything is written into a temporary folder beside --out and published by renames at
+    // the end (an earlier evaluation there is replaced); a failure leaves --out as it was.
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let out = crate::train::rundir::staging(&parent, &name)?;
+    let result = write_eval(args, cfg, split, opts, spec, &out)
+        .and_then(|()| crate::train::rundir::publish(&out, &parent, &name));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    result
+}
+
+/// The parent and name of `--out`, refusing a folder that holds something other than an
+/// earlier evaluation (it would be replaced).
+fn output_dir(out: &std::path::Path) -> Result<(PathBuf, String)> {
+    let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        bail!("--out {}: give a folder name", out.display());
+    };
+    if out.exists() {
+        let empty = std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_none();
+        if !empty && !out.join("summary.json").is_file() {
+            bail!(
+                "--out {} exists and is not an evaluation (no summary.json); it would be \
+                 replaced: give a new folder",
+                out.display()
+            );
+        }
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    Ok((parent, name))
+}
+
+fn write_eval(
+    mut args: Args,
+    cfg: TrainConfig,
+    split: Split,
+    opts: MetricOptions,
+    spec: DeviceSpec,
+    out: &std::path::Path,
+) -> Result<()> {
+    args.out = out.to_path_buf();
     let out = args.out.clone();
     let protocol = args.protocol;
     let report = dispatch(spec, Eval(args, cfg, split, opts))?;

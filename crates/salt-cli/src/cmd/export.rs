@@ -58,7 +58,12 @@ pub struct ExportSummary {
 
 /// Runs `salt export-merged`.
 pub fn run(args: Args) -> Result<()> {
-    let summary = export_merged(&args.trained.adapter, args.trained.checkpoint, &args.out)?;
+    let summary = export_merged(
+        &args.trained.adapter,
+        args.trained.checkpoint,
+        args.trained.allow_base_mismatch,
+        &args.out,
+    )?;
     eprintln!(
         "merged {} layer(s) into {} ({} tensors); run it with `salt predict --checkpoint {}`",
         summary.merged_layers,
@@ -76,14 +81,18 @@ pub fn run(args: Args) -> Result<()> {
 pub fn export_merged(
     adapter: &Path,
     checkpoint: Option<PathBuf>,
+    allow_base_mismatch: bool,
     out: &Path,
 ) -> Result<ExportSummary> {
     // Refuse a bad output path before loading the model and computing SVDs.
     salt_sam::check_save_path(out)?;
     let cfg = run_config(adapter, checkpoint)?;
     type B = burn::backend::NdArray<f32>;
-    let mut sam = load_trained::<B>(&cfg, adapter, &Default::default())?;
+    let mut sam = load_trained::<B>(&cfg, adapter, allow_base_mismatch, &Default::default())?;
     let merged_layers = salt_core::merge(&mut sam);
+    // W + ΔW can overflow although both are finite: never write such a model.
+    salt_core::check_finite::<B, _>(&sam, adapter)
+        .context("the merged weights are not finite; nothing was written")?;
     let method = clap::ValueEnum::to_possible_value(&cfg.method)
         .map(|v| v.get_name().to_string())
         .unwrap_or_default();
@@ -103,6 +112,11 @@ pub fn export_merged(
     if let Some(base) = &cfg.checkpoint {
         metadata.insert("salt.base_checkpoint".into(), base.display().to_string());
     }
+    // The identity the adapter was checked against (sha256, or random preset and seed).
+    metadata.insert(
+        "salt.base".into(),
+        crate::train::run::base_identity(&cfg)?.id,
+    );
     let report = salt_sam::save_checkpoint(&sam, out, &metadata)
         .with_context(|| format!("writing the merged model {}", out.display()))?;
     Ok(ExportSummary {

@@ -38,7 +38,7 @@ pub struct Args {
     pub definition: DistanceDefinition,
     /// Foreground is a pixel value > THRESHOLD, in raw sample units (0-255 for 8-bit, 0-65535
     /// for 16-bit; the largest colour channel for colour images).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_threshold)]
     pub threshold: f64,
     /// Pixel spacing as SY,SX (row spacing, column spacing); distances are in its units.
     #[arg(long, default_value = "1,1", value_parser = parse_spacing)]
@@ -52,6 +52,16 @@ pub struct Args {
     /// Directory mode: also write the per-image results as CSV (atomically).
     #[arg(long, requires = "pred_dir")]
     pub csv: Option<PathBuf>,
+}
+
+fn parse_threshold(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && (0.0..65535.0).contains(&t) => Ok(t),
+        Ok(t) => Err(format!(
+            "{t}: expected a pixel value in [0, 65535) (below 255 for 8-bit masks)"
+        )),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
 }
 
 fn parse_definition(s: &str) -> std::result::Result<DistanceDefinition, String> {

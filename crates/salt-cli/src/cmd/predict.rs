@@ -41,6 +41,10 @@ pub struct Args {
     /// `runs/x/best`): the base model of its run with the adapter merged in.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// With `--adapter`: use it even if the base differs from (or is not recorded with) the one
+    /// it was trained on.
+    #[arg(long)]
+    pub allow_base_mismatch: bool,
     /// Model preset the checkpoint was made for (vit_b, vit_l, vit_h, salt_paper, small, tiny,
     /// tiny_salt_paper); default: the `salt.model` of a checkpoint written by
     /// `salt export-merged`, else vit_b. With `--adapter` the run's model is used.
@@ -64,7 +68,8 @@ pub struct Args {
     /// Predict SAM's three candidate masks and write the one with the best predicted IoU.
     #[arg(long)]
     pub multimask: bool,
-    /// Output mask (PNG, 0/255), at the image's size.
+    /// Output mask (0/255, at the image's size): `.png` (or `.tif`/`.tiff`), lossless; another
+    /// extension (a lossy `.jpg` would blur the 0/255 values) is an error.
     #[arg(long)]
     pub out: PathBuf,
     /// Also write the image with the mask tinted (PNG).
@@ -147,8 +152,35 @@ fn check_prompts(args: &Args, w: usize, h: usize) -> Result<()> {
     Ok(())
 }
 
+/// Extensions `--out` may have: lossless formats only, so the mask stays exactly 0/255.
+const MASK_EXTENSIONS: [&str; 3] = ["png", "tif", "tiff"];
+
+/// Refuses a mask path whose format would not keep 0/255 exactly.
+fn check_mask_path(path: &std::path::Path) -> Result<()> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let given = match ext.is_empty() {
+        true => "a file without extension".to_string(),
+        false => format!("`.{ext}`"),
+    };
+    ensure!(
+        MASK_EXTENSIONS.contains(&ext.as_str()),
+        "--out {}: a mask is written losslessly as .png (or .tif/.tiff), not as {given} (JPEG \
+         would blur the 0/255 values)",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Runs `salt predict`.
 pub fn run(args: Args) -> Result<()> {
+    check_mask_path(&args.out)?;
+    ensure!(
+        args.adapter.is_some() || !args.allow_base_mismatch,
+        "--allow-base-mismatch only applies to --adapter (a plain --checkpoint has no recorded base)"
+    );
     let image = read_image(&args.image)
         .with_context(|| format!("reading image {}", args.image.display()))?
         .to_rgb();
@@ -176,7 +208,7 @@ impl Task for Predict {
 fn load_model<B: Backend>(args: &Args, device: &B::Device) -> Result<(Sam<B>, String, bool)> {
     if let Some(dir) = &args.adapter {
         let cfg = run_config(dir, args.checkpoint.clone())?;
-        let mut sam = load_trained::<B>(&cfg, dir, device)?;
+        let mut sam = load_trained::<B>(&cfg, dir, args.allow_base_mismatch, device)?;
         let merged = salt_core::merge(&mut sam);
         tracing::info!(adapter = %dir.display(), model = %cfg.model, merged, "adapter merged");
         return Ok((sam, cfg.model, true));
@@ -196,6 +228,7 @@ fn load_model<B: Backend>(args: &Args, device: &B::Device) -> Result<(Sam<B>, St
     let mut sam: Sam<B> = config.init(device).context("building the SAM model")?;
     let report = load_checkpoint(&mut sam, checkpoint)
         .with_context(|| format!("loading checkpoint {} as `{model}`", checkpoint.display()))?;
+    salt_core::check_finite::<B, _>(&sam, checkpoint).context("checking the checkpoint")?;
     tracing::info!(tensors = report.applied, model = %model, "checkpoint loaded");
     Ok((sam, model, trained))
 }

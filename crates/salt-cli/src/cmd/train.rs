@@ -16,8 +16,15 @@ pub struct Args {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint (same settings; --epochs may grow).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Replace the run already in --out (its config.toml, metrics.csv, curves.png, last/, best/).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// With --resume: continue even if the base checkpoint differs from the one the run started
+    /// with.
+    #[arg(long, requires = "resume")]
+    pub allow_base_mismatch: bool,
     /// Dataset root (paper layout, DRIVE or ARCADE; see docs/formats.md).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -150,6 +157,8 @@ pub fn run(args: Args) -> Result<()> {
     let spec: DeviceSpec = cfg.device.parse().map_err(anyhow::Error::msg)?;
     let opts = RunOptions {
         resume: args.resume,
+        overwrite: args.overwrite,
+        allow_base_mismatch: args.allow_base_mismatch,
         progress: true,
         ..Default::default()
     };
@@ -198,5 +207,12 @@ mod tests {
             .to_string()
             .contains("random"));
         assert!(Cli::try_parse_from(["x", "--method", "dora"]).is_err());
+        // S-SAM answers to both names (`svd` is what its adapter tensors are called).
+        for name in ["ssam", "svd"] {
+            let cli = Cli::parse_from(["x", "--method", name]);
+            assert_eq!(cli.args.resolve().unwrap().method, MethodName::Ssam);
+        }
+        let c: TrainConfig = toml::from_str("method = \"svd\"\n").unwrap();
+        assert_eq!(c.method, MethodName::Ssam);
     }
 }

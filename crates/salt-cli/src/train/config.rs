@@ -17,7 +17,10 @@ pub enum MethodName {
     Salt,
     /// LoRA on the targets (default qkv, proj, lin1, lin2).
     Lora,
-    /// S-SAM: scale/shift of all singular values (default qkv, proj, lin1, lin2).
+    /// S-SAM: scale/shift of all singular values (default qkv, proj, lin1, lin2). `svd` (the
+    /// name of its tensors in adapter files) is accepted too.
+    #[serde(alias = "svd")]
+    #[value(alias = "svd")]
     Ssam,
     /// Full fine-tuning: every parameter.
     Full,

@@ -2,7 +2,9 @@
 
 pub mod config;
 pub mod loss;
+pub mod memory;
 pub mod qualitative;
 pub mod run;
+pub mod rundir;
 pub mod schedule;
 pub mod upsample;

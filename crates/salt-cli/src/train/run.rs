@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use salt_core::{
     apply_trainable, inject, load_adapter_tensors, param_key, save_adapter, AdapterManifest,
-    AdapterTensors, ParamReport, TrainablePolicy,
+    AdapterTensors, BaseIdentity, ParamReport, TrainablePolicy,
 };
 use salt_data::{dataloader, Preprocess, VesselBatcher, VesselDataset};
 use salt_metrics::{Accumulator, MetricOptions};
@@ -27,6 +27,7 @@ use salt_sam::{Prompts, Sam, SamConfig};
 
 use super::config::TrainConfig;
 use super::loss::LossConfig;
+use super::rundir::{clear_run, fault_point, holds_run, publish, recover, staging, RunLock};
 use super::schedule::learning_rate;
 
 /// Files of a run directory.
@@ -41,6 +42,20 @@ pub const LAST_DIR: &str = "last";
 pub const BEST_DIR: &str = "best";
 const STATE_FILE: &str = "train_state.json";
 const OPTIM_FILE: &str = "optimizer.bin";
+/// What makes a directory a run: `salt train` refuses to start a new run over them without
+/// `--overwrite` (which removes exactly these) or `--resume`.
+pub const RUN_FILES: [&str; 5] = [CONFIG_FILE, METRICS_FILE, CURVES_FILE, LAST_DIR, BEST_DIR];
+/// Training stops when a step's loss exceeds this multiple of its early value (the median of the
+/// first [`EARLY_STEPS`] losses of the run): Dice + focal loss starts near 1 and falls, so
+/// growing a thousandfold means the weights are blowing up (seen: 1e12 with a finite but absurd
+/// learning rate), not a hard batch.
+pub const DIVERGENCE_FACTOR: f64 = 1e3;
+/// Steps whose losses define the early value of [`DIVERGENCE_FACTOR`].
+pub const EARLY_STEPS: usize = 5;
+/// Settings that may change on `--resume`: the length of the run, where it runs, where the
+/// directory now is, and where the base checkpoint now is (the base itself is checked by its
+/// sha256 instead, so a moved checkpoint is accepted and a replaced one is not).
+const RESUME_MAY_CHANGE: [&str; 5] = ["epochs", "device", "workers", "out", "checkpoint"];
 
 /// The model presets the CLI knows: salt-sam's, plus `small` (the demo's: the paper's changes
 /// on a 4-block, 32-d ViT at 128 px).
@@ -114,6 +129,9 @@ struct TrainState {
     /// Parameter key → the burn `ParamId` the optimizer state is keyed by.
     param_ids: BTreeMap<String, u64>,
     history: Vec<EpochRecord>,
+    /// The first [`EARLY_STEPS`] losses of the run (the divergence check's reference).
+    #[serde(default)]
+    early_losses: Vec<f64>,
 }
 
 /// Options that are not part of the run's configuration.
@@ -121,6 +139,10 @@ struct TrainState {
 pub struct RunOptions {
     /// Continue the run in `out` from its `last` checkpoint.
     pub resume: bool,
+    /// Replace the run in `out` (its files listed in [`RUN_FILES`]) by a new one.
+    pub overwrite: bool,
+    /// Resume even if the base model differs from the one `last/` was trained on.
+    pub allow_base_mismatch: bool,
     /// Stop (as if killed) after this epoch's checkpoint is written; for tests.
     pub stop_after_epoch: Option<usize>,
     /// Show progress bars.
@@ -203,6 +225,7 @@ pub fn build_model<B: Backend>(
     if let Some(ckpt) = &cfg.checkpoint {
         let report = salt_sam::load_checkpoint(&mut sam, ckpt)
             .with_context(|| format!("loading base checkpoint {}", ckpt.display()))?;
+        salt_core::check_finite::<B, _>(&sam, ckpt).context("checking the base checkpoint")?;
         tracing::info!(
             applied = report.applied,
             skipped = report.skipped_by_design.len(),
@@ -220,13 +243,27 @@ pub fn build_model<B: Backend>(
     Ok((sam, policy, adapted))
 }
 
+/// The identity of the base model of `cfg`: the checkpoint's sha256, or the preset and seed of
+/// random weights.
+pub fn base_identity(cfg: &TrainConfig) -> Result<BaseIdentity> {
+    match &cfg.checkpoint {
+        Some(p) => BaseIdentity::of_file(p)
+            .with_context(|| format!("identifying base checkpoint {}", p.display())),
+        None => Ok(BaseIdentity::random(&cfg.model, cfg.seed)),
+    }
+}
+
 /// Rebuilds the model of `cfg` and loads the trained tensors saved in the adapter directory
-/// `dir` (e.g. a run's `best/`).
+/// `dir` (e.g. a run's `best/`), after checking that `cfg`'s base is the one the adapter was
+/// trained on (`allow_base_mismatch`: warn instead).
 pub fn load_trained<B: Backend>(
     cfg: &TrainConfig,
     dir: &Path,
+    allow_base_mismatch: bool,
     device: &B::Device,
 ) -> Result<Sam<B>> {
+    let manifest = AdapterManifest::read(dir)?;
+    manifest.check_base(dir, &base_identity(cfg)?, allow_base_mismatch)?;
     let (sam, policy, _) = build_model::<B>(cfg, device)?;
     let tensors = AdapterTensors::read(dir)?;
     load_adapter_tensors::<B, _>(sam, &policy, &tensors)
@@ -376,6 +413,91 @@ fn write_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a `--resume` whose configuration differs from the run's in anything but
+/// [`RESUME_MAY_CHANGE`], naming every differing key with both values.
+fn check_resume_config(saved: &TrainConfig, now: &TrainConfig, file: &Path) -> Result<()> {
+    let table = |c: &TrainConfig| -> Result<toml::Table> {
+        toml::Table::try_from(c).context("serialising the config")
+    };
+    let (a, b) = (table(saved)?, table(now)?);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !RESUME_MAY_CHANGE.contains(&k.as_str()))
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            format!(
+                "{k} = {} in the run, {} now",
+                show(a.get(k)),
+                show(b.get(k))
+            )
+        })
+        .collect();
+    if !diffs.is_empty() {
+        bail!(
+            "--resume: the configuration differs from the run's {}: {}; resume with the run's \
+             settings (only {} may change)",
+            file.display(),
+            diffs.join("; "),
+            RESUME_MAY_CHANGE.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What the run directory `out` offers after a failure: its last finished checkpoint, if any.
+fn last_good(out: &Path) -> String {
+    let state = out.join(LAST_DIR).join(STATE_FILE);
+    let epoch = std::fs::read(&state)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<TrainState>(&b).ok())
+        .map(|s| s.epoch);
+    match epoch {
+        Some(e) => format!(
+            "the last good checkpoint is {} (epoch {e}, complete); resuming it would repeat the \
+             same steps, so lower --lr and start a new run (another --out, or --overwrite)",
+            out.join(LAST_DIR).display()
+        ),
+        None => "no checkpoint was written yet; lower --lr and start again with --overwrite".into(),
+    }
+}
+
+/// Stops the run on a loss that is not finite, or that exceeds [`DIVERGENCE_FACTOR`] times the
+/// median of the run's first [`EARLY_STEPS`] losses (collected in `early`).
+fn check_loss(
+    loss: f64,
+    early: &mut Vec<f64>,
+    step: usize,
+    epoch: usize,
+    out: &Path,
+) -> Result<()> {
+    if !loss.is_finite() {
+        bail!(
+            "the loss became {loss} at step {step} (epoch {epoch}); {}",
+            last_good(out)
+        );
+    }
+    if !early.is_empty() {
+        let mut sorted = early.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        if median > 0.0 && loss > DIVERGENCE_FACTOR * median {
+            bail!(
+                "the loss became {loss:e} at step {step} (epoch {epoch}), more than \
+                 {DIVERGENCE_FACTOR:e} times its early value {median:.4} (median of the first {} \
+                 steps): training diverged; {}",
+                sorted.len(),
+                last_good(out)
+            );
+        }
+    }
+    if early.len() < EARLY_STEPS {
+        early.push(loss);
+    }
+    Ok(())
+}
+
 /// Trains `cfg` on backend `B`.
 pub fn train<B: AutodiffBackend>(
     cfg: &TrainConfig,
@@ -383,24 +505,56 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<TrainSummary> {
     cfg.validate()?;
+    if opts.resume && opts.overwrite {
+        bail!("--resume and --overwrite exclude each other: continue the run, or replace it");
+    }
     let out = cfg.out.clone();
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("creating output directory {}", out.display()))?;
+    // Held until this function returns: one training per directory.
+    let _lock = RunLock::acquire(&out)?;
+    recover(&out, LAST_DIR)?;
+    recover(&out, BEST_DIR)?;
     let cfg_text = toml::to_string_pretty(cfg).context("serialising the config")?;
     if opts.resume {
         let saved = TrainConfig::read(&out.join(CONFIG_FILE))
             .context("--resume needs the run's config.toml")?;
-        let (mut a, mut b) = (saved.clone(), cfg.clone());
-        // Only the length of the run and the device may change on resume.
-        a.epochs = 0;
-        b.epochs = 0;
-        a.device.clear();
-        b.device.clear();
-        if a != b {
-            bail!("--resume: the configuration differs from the run's {}; resume with the same settings", out.join(CONFIG_FILE).display());
+        check_resume_config(&saved, cfg, &out.join(CONFIG_FILE))?;
+        if !out.join(LAST_DIR).join(STATE_FILE).is_file() {
+            bail!(
+                "--resume: {} holds no finished checkpoint (no {}), so there is nothing to resume; \
+                 start the run again with --overwrite",
+                out.display(),
+                Path::new(LAST_DIR).join(STATE_FILE).display()
+            );
+        }
+    } else if let Some(found) = holds_run(&out, &RUN_FILES) {
+        if !opts.overwrite {
+            bail!(
+                "{} already holds a training run ({} exists): give --resume to continue it, \
+                 --overwrite to replace it, or another --out",
+                out.display(),
+                found.display()
+            );
         }
     }
-    salt_core::write_atomic(&out.join(CONFIG_FILE), cfg_text.as_bytes())?;
+    // The data and the batch size first: cheap, and refused before any model is built.
+    let train_set = VesselDataset::open(&cfg.data, salt_data::Split::Train)
+        .with_context(|| format!("opening the training split of {}", cfg.data.display()))?;
+    let val_set = VesselDataset::open(&cfg.data, salt_data::Split::Val)
+        .with_context(|| format!("opening the validation split of {}", cfg.data.display()))?;
+    if train_set.items().is_empty() {
+        bail!("the training split of {} is empty", cfg.data.display());
+    }
+    if cfg.batch_size > train_set.items().len() {
+        bail!(
+            "batch_size = {}: larger than the training split of {} ({} images); expected 1 to {}",
+            cfg.batch_size,
+            cfg.data.display(),
+            train_set.items().len(),
+            train_set.items().len()
+        );
+    }
+    super::memory::check_batch(&model_config(&cfg.model)?, cfg.batch_size, &cfg.device)?;
+    let base = base_identity(cfg)?;
 
     let (mut sam, policy, adapted) = build_model::<B>(cfg, device)?;
     let params = ParamReport::new::<B, _>(&sam, &policy, 0);
@@ -422,9 +576,11 @@ pub fn train<B: AutodiffBackend>(
         best_epoch: None,
         param_ids: BTreeMap::new(),
         history: Vec::new(),
+        early_losses: Vec::new(),
     };
     if opts.resume {
         let last = out.join(LAST_DIR);
+        AdapterManifest::read(&last)?.check_base(&last, &base, opts.allow_base_mismatch)?;
         let text = std::fs::read_to_string(last.join(STATE_FILE))
             .with_context(|| format!("reading {}", last.join(STATE_FILE).display()))?;
         state = serde_json::from_str(&text)
@@ -442,15 +598,16 @@ pub fn train<B: AutodiffBackend>(
             .with_context(|| format!("decoding {}", last.join(OPTIM_FILE).display()))?;
         optim = optim.load_record(record);
         tracing::info!(epoch = state.epoch, step = state.step, "resumed");
+        // A crash after publishing `last/` may have left metrics.csv one epoch behind.
+        write_metrics_csv(&out.join(METRICS_FILE), &state.history)?;
     }
 
-    let train_set = VesselDataset::open(&cfg.data, salt_data::Split::Train)
-        .with_context(|| format!("opening the training split of {}", cfg.data.display()))?;
-    let val_set = VesselDataset::open(&cfg.data, salt_data::Split::Val)
-        .with_context(|| format!("opening the validation split of {}", cfg.data.display()))?;
-    if train_set.items().is_empty() {
-        bail!("the training split of {} is empty", cfg.data.display());
+    // Everything is loaded and checked: only now does the directory change.
+    if opts.overwrite && holds_run(&out, &RUN_FILES).is_some() {
+        tracing::warn!(out = %out.display(), "--overwrite: removing the previous run");
+        clear_run(&out, &RUN_FILES)?;
     }
+    salt_core::write_atomic(&out.join(CONFIG_FILE), cfg_text.as_bytes())?;
     let pre = Preprocess {
         size: sam.img_size(),
         ..Default::default()
@@ -505,13 +662,7 @@ pub fn train<B: AutodiffBackend>(
             let logits = forward_logits(&sam, batch.images)?;
             let terms = loss_cfg.forward(logits, batch.masks);
             let loss: f64 = terms.total.clone().into_scalar().elem();
-            if !loss.is_finite() {
-                bail!(
-                    "the loss became {loss} at step {} (epoch {epoch}); the last good checkpoint is {} — lower the learning rate and resume",
-                    state.step + 1,
-                    out.join(LAST_DIR).display()
-                );
-            }
+            check_loss(loss, &mut state.early_losses, state.step + 1, epoch, &out)?;
             sum += loss;
             sum_dice += terms.dice.into_scalar().elem::<f64>();
             sum_focal += terms.focal.into_scalar().elem::<f64>();
@@ -556,16 +707,29 @@ pub fn train<B: AutodiffBackend>(
         state.history.push(record.clone());
         state.epoch = epoch;
 
-        // Checkpoint: adapter (+ optimizer and state) of the last epoch, then the best.
-        let mut manifest = AdapterManifest::new(cfg.adapter(), policy.clone(), &cfg.model, None);
+        // Checkpoint: adapter + optimizer + state of the last epoch, and the best adapter, each
+        // written into a fresh temporary directory and published by renames (rundir.rs).
+        let mut manifest = AdapterManifest::new(
+            cfg.adapter(),
+            policy.clone(),
+            &cfg.model,
+            Some(base.clone()),
+        );
         manifest.metadata.insert("epoch".into(), epoch.to_string());
         if let Some(d) = record.val_dice {
             manifest
                 .metadata
                 .insert("val_dice".into(), format!("{d:.6}"));
         }
-        let last = out.join(LAST_DIR);
-        save_adapter::<B, _>(&sam, &manifest, &last)?;
+        let not_finite = || {
+            format!(
+                "saving the checkpoint of epoch {epoch}: the trained weights are not finite; {}",
+                last_good(&out)
+            )
+        };
+        let last = staging(&out, LAST_DIR)?;
+        save_adapter::<B, _>(&sam, &manifest, &last).with_context(not_finite)?;
+        fault_point();
         let mut ids = IdCollector {
             path: Vec::new(),
             ids: BTreeMap::new(),
@@ -576,6 +740,7 @@ pub fn train<B: AutodiffBackend>(
             .record(optim.to_record(), ())
             .context("serialising the optimizer state")?;
         salt_core::write_atomic(&last.join(OPTIM_FILE), &optim_bytes)?;
+        fault_point();
         let better = match (record.val_dice, state.best_dice) {
             (Some(d), Some(b)) => d > b,
             (Some(_), None) => true,
@@ -584,12 +749,21 @@ pub fn train<B: AutodiffBackend>(
         if better {
             state.best_dice = record.val_dice;
             state.best_epoch = Some(epoch);
-            save_adapter::<B, _>(&sam, &manifest, &out.join(BEST_DIR))?;
         }
-        // The state file is written last: it marks the checkpoint complete.
+        // The state file is written last: a `last/` without it is never taken for a checkpoint.
         salt_core::write_atomic(&last.join(STATE_FILE), &serde_json::to_vec_pretty(&state)?)?;
+        fault_point();
+        if better {
+            let best = staging(&out, BEST_DIR)?;
+            save_adapter::<B, _>(&sam, &manifest, &best)?;
+            fault_point();
+            publish(&best, &out, BEST_DIR)?;
+        }
+        publish(&last, &out, LAST_DIR)?;
         write_metrics_csv(&out.join(METRICS_FILE), &state.history)?;
+        fault_point();
         write_curves(&out.join(CURVES_FILE), &state.history)?;
+        fault_point();
         if opts.stop_after_epoch == Some(epoch)
             || (cfg.max_steps > 0 && state.step >= cfg.max_steps)
         {
@@ -796,12 +970,59 @@ mod tests {
             train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &device).unwrap_err()
         );
         assert!(
-            err.contains("at step 2 (epoch 1)") && err.contains("last good checkpoint"),
+            err.contains("at step 2 (epoch 1)") && err.contains("no checkpoint was written yet"),
             "{err}"
         );
         // The failed epoch wrote nothing: no checkpoint state, no metrics row.
         assert!(!cfg.out.join(LAST_DIR).join(STATE_FILE).exists());
         assert!(!cfg.out.join(METRICS_FILE).exists());
+    }
+
+    #[test]
+    fn a_loss_far_above_its_early_value_stops_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut early = Vec::new();
+        for (i, l) in [1.0, 0.9, 1.1, 0.8, 1.0, 0.7].iter().enumerate() {
+            check_loss(*l, &mut early, i + 1, 1, dir.path()).unwrap();
+        }
+        assert_eq!(early.len(), EARLY_STEPS);
+        // Median of the first five: 1.0; just under the factor passes, above it stops.
+        check_loss(0.99 * DIVERGENCE_FACTOR, &mut early, 7, 2, dir.path()).unwrap();
+        let err = format!(
+            "{:#}",
+            check_loss(1e12, &mut early, 8, 2, dir.path()).unwrap_err()
+        );
+        assert!(
+            err.contains("at step 8 (epoch 2)") && err.contains("no checkpoint was written yet"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            check_loss(f64::NAN, &mut early, 9, 2, dir.path()).unwrap_err()
+        );
+        assert!(err.contains("NaN at step 9"), "{err}");
+        // With a finished checkpoint, the message names it and its epoch.
+        let state = TrainState {
+            epoch: 3,
+            step: 30,
+            best_dice: None,
+            best_epoch: None,
+            param_ids: BTreeMap::new(),
+            history: Vec::new(),
+            early_losses: early.clone(),
+        };
+        let last = dir.path().join(LAST_DIR);
+        std::fs::create_dir_all(&last).unwrap();
+        std::fs::write(last.join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
+        let err = format!(
+            "{:#}",
+            check_loss(1e12, &mut early, 31, 4, dir.path()).unwrap_err()
+        );
+        assert!(
+            err.contains(&format!("{} (epoch 3, complete)", last.display()))
+                && err.contains("lower --lr and start a new run"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -817,6 +1038,7 @@ mod tests {
             trained: crate::cmd::eval::AdapterArgs {
                 adapter: cfg.out.join(BEST_DIR),
                 checkpoint: None,
+                allow_base_mismatch: false,
             },
             data: data.clone(),
             split: "val".into(),
