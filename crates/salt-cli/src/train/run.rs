@@ -513,6 +513,7 @@ pub fn train<B: AutodiffBackend>(
     let _lock = RunLock::acquire(&out)?;
     recover(&out, LAST_DIR)?;
     recover(&out, BEST_DIR)?;
+    super::rundir::remove_stale_file_temporaries(&out, &[CONFIG_FILE, METRICS_FILE, CURVES_FILE])?;
     let cfg_text = toml::to_string_pretty(cfg).context("serialising the config")?;
     if opts.resume {
         let saved = TrainConfig::read(&out.join(CONFIG_FILE))

@@ -168,6 +168,18 @@ pub fn recover(dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes what a killed [`salt_core::write_atomic`] of `dir/<file>` left behind
+/// (`.<file>.tmp-<pid>-<n>`), for each of `files`. Call it only while holding the run's lock.
+pub fn remove_stale_file_temporaries(dir: &Path, files: &[&str]) -> Result<()> {
+    for f in files {
+        for p in temporaries(dir, &format!(".{f}"), "tmp") {
+            tracing::info!(path = %p.display(), "removing a stale temporary");
+            remove_all(&p)?;
+        }
+    }
+    Ok(())
+}
+
 /// A fresh, empty temporary directory for checkpoint `dir/name`.
 pub fn staging(dir: &Path, name: &str) -> Result<PathBuf> {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
