@@ -43,15 +43,19 @@ from segment_anything.modeling.common import LayerNorm2d  # noqa: F401  (importe
 
 # --- adapters, written out -------------------------------------------------------------------
 
+def freeze(base: nn.Linear) -> nn.Linear:
+    base.weight.requires_grad_(False)
+    if base.bias is not None:
+        base.bias.requires_grad_(False)
+    return base
+
+
 class SaltLinear(nn.Module):
     """W' = W + U (ReLU(Σ') − Σ) Vᵀ, Σ' = diag(α⊙S[:r] + β) ⊕ (diag(S[r:]) + X·Y)."""
 
     def __init__(self, base: nn.Linear, r: int, q: int):
         super().__init__()
-        self.base = base
-        base.weight.requires_grad_(False)
-        if base.bias is not None:
-            base.bias.requires_grad_(False)
+        self.base = freeze(base)
         u, s, vt = torch.linalg.svd(base.weight.detach().double(), full_matrices=False)
         u, s, vt = u.float(), s.float(), vt.float()
         k = s.numel()
@@ -78,10 +82,7 @@ class SvdLinear(nn.Module):
 
     def __init__(self, base: nn.Linear):
         super().__init__()
-        self.base = base
-        base.weight.requires_grad_(False)
-        if base.bias is not None:
-            base.bias.requires_grad_(False)
+        self.base = freeze(base)
         u, s, vt = torch.linalg.svd(base.weight.detach().double(), full_matrices=False)
         self.register_buffer("u", u.float().contiguous())
         self.register_buffer("s", s.float().contiguous())
@@ -99,10 +100,7 @@ class LoraLinear(nn.Module):
 
     def __init__(self, base: nn.Linear, r: int, dropout: float = 0.1):
         super().__init__()
-        self.base = base
-        base.weight.requires_grad_(False)
-        if base.bias is not None:
-            base.bias.requires_grad_(False)
+        self.base = freeze(base)
         self.down = nn.Linear(base.in_features, r, bias=False)
         self.up = nn.Linear(r, base.out_features, bias=False)
         nn.init.normal_(self.down.weight, std=1.0 / r)

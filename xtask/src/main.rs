@@ -70,30 +70,8 @@ enum Task {
     /// Time training steps (forward, loss, backward, AdamW) of a model with random weights on
     /// fixed random images; the peer of `scripts/torch_train_bench.py`. Prints one JSON object.
     BenchTrain {
-        /// Device: cpu, flex, wgpu[:N], cuda[:N] (build xtask with the matching feature).
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Model preset.
-        #[arg(long, default_value = "salt_paper")]
-        model: String,
-        /// salt, lora, ssam, full or frozen.
-        #[arg(long, default_value = "salt")]
-        method: String,
-        /// SALT: adapted singular values r.
-        #[arg(long, default_value_t = 48)]
-        svd_rank: usize,
-        /// SALT: rank q of X·Y; LoRA: rank.
-        #[arg(long, default_value_t = 256)]
-        rank: usize,
-        /// Images per step.
-        #[arg(long, default_value_t = 2)]
-        batch: usize,
-        /// Timed steps.
-        #[arg(long, default_value_t = 3)]
-        steps: usize,
-        /// Untimed warm-up steps.
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
+        #[command(flatten)]
+        opts: salt_cli::bench::BenchTrainOptions,
         /// Append the JSON result as one line to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -189,28 +167,7 @@ fn main() -> ExitCode {
             eprintln!("wrote {}", path.display());
             Ok(())
         })(),
-        Task::BenchTrain {
-            device,
-            model,
-            method,
-            svd_rank,
-            rank,
-            batch,
-            steps,
-            warmup,
-            json,
-        } => (|| -> Result<()> {
-            let opts = salt_cli::bench::BenchTrainOptions {
-                model,
-                method,
-                svd_rank,
-                rank,
-                batch,
-                steps,
-                warmup,
-                device,
-                seed: 0,
-            };
+        Task::BenchTrain { opts, json } => (|| -> Result<()> {
             let result = salt_cli::bench::bench_train(&opts)?;
             let line = serde_json::to_string(&result)?;
             println!("{line}");

@@ -21,27 +21,36 @@ use crate::train::config::{paper_trainable, MethodName, TrainConfig};
 use crate::train::loss::LossConfig;
 use crate::train::run::{build_model, forward_logits, model_config};
 
-/// What to time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What to time (also `cargo xtask bench-train`'s flags).
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct BenchTrainOptions {
     /// Model preset (`salt_paper`, `vit_b`, `small`, `tiny_salt_paper`, …).
+    #[arg(long, default_value = "salt_paper")]
     pub model: String,
     /// `salt`, `lora`, `ssam`, `full` or `frozen` (only the paper's norms, `pos_embed` and the
     /// prompt token train).
+    #[arg(long, default_value = "salt")]
     pub method: String,
     /// SALT: adapted singular values r.
+    #[arg(long, default_value_t = 48)]
     pub svd_rank: usize,
     /// SALT: rank q of X·Y; LoRA: rank.
+    #[arg(long, default_value_t = 256)]
     pub rank: usize,
     /// Images per step.
+    #[arg(long, default_value_t = 2)]
     pub batch: usize,
     /// Timed steps.
+    #[arg(long, default_value_t = 3)]
     pub steps: usize,
     /// Untimed steps before (first-use allocation, JIT, autotune).
+    #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// `cpu`, `flex`, `wgpu[:N]`, `cuda[:N]`.
+    /// `cpu`, `flex`, `wgpu[:N]`, `cuda[:N]` (build with the matching feature).
+    #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Seed of the weights, images and masks.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
