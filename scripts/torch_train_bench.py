@@ -38,7 +38,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, TwoWayTransformer
-from segment_anything.modeling.common import LayerNorm2d  # noqa: F401  (imported by the decoder)
+
+# The paper's decoder without positional encodings inside the two-way blocks: the same functions
+# the parity fixtures are made with.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sam_reference import no_pe_block_forward, no_pe_transformer_forward  # noqa: E402
 
 
 # --- adapters, written out -------------------------------------------------------------------
@@ -112,29 +116,6 @@ class LoraLinear(nn.Module):
 
 
 # --- the paper's model -----------------------------------------------------------------------
-
-def no_pe_block_forward(self, queries, keys, query_pe, key_pe):
-    if self.skip_first_layer_pe:
-        queries = self.self_attn(q=queries, k=queries, v=queries)
-    else:
-        queries = queries + self.self_attn(q=queries, k=queries, v=queries)
-    queries = self.norm1(queries)
-    queries = self.norm2(queries + self.cross_attn_token_to_image(q=queries, k=keys, v=keys))
-    queries = self.norm3(queries + self.mlp(queries))
-    keys = self.norm4(keys + self.cross_attn_image_to_token(q=keys, k=queries, v=queries))
-    return queries, keys
-
-
-def no_pe_transformer_forward(self, image_embedding, image_pe, point_embedding):
-    keys = image_embedding.flatten(2).permute(0, 2, 1)
-    image_pe = image_pe.flatten(2).permute(0, 2, 1)
-    queries = point_embedding
-    for layer in self.layers:
-        queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=image_pe)
-    q = queries + point_embedding
-    queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q=q, k=keys, v=keys))
-    return queries, keys
-
 
 class PaperSam(nn.Module):
     def __init__(self):
