@@ -45,7 +45,7 @@ impl From<Error> for Problem {
             | Error::Annotation { path, .. }
             | Error::Encode { path, .. } => path.clone(),
             Error::MaskSize { mask, .. } => mask.clone(),
-            Error::Invalid { .. } => PathBuf::new(),
+            Error::Invalid { .. } | Error::Prefetch(_) => PathBuf::new(),
         };
         // The Display of every variant already starts with the path: keep only the rest.
         let text = e.to_string();

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong while reading, checking, splitting or writing a dataset.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The background loader thread failed.
+    #[error("data loading: {0}")]
+    Prefetch(String),
     /// A file or directory could not be read or written.
     #[error("{path}: {source}")]
     Io {

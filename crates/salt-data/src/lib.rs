@@ -12,6 +12,7 @@ pub mod error;
 pub mod image_io;
 pub mod import;
 pub mod polygon;
+pub mod prefetch;
 pub mod preprocess;
 pub mod resize;
 pub mod split;
@@ -22,6 +23,7 @@ pub use batch::{dataloader, VesselBatch, VesselBatcher};
 pub use dataset::{Layout, VesselDataset, VesselItem};
 pub use error::{Error, Result};
 pub use image_io::{Image8, Mask};
+pub use prefetch::{epoch_batches, with_prefetch, HostBatch};
 pub use preprocess::{MaskResize, Prepared, Preprocess};
 pub use resize::{
     interpolate_bilinear_f32, longest_side_size, pad_bottom_right, resize_f32_bilinear,

@@ -81,7 +81,8 @@ pub struct TrainConfig {
     pub device: String,
     /// Output directory.
     pub out: PathBuf,
-    /// Data-loading worker threads.
+    /// Training batches prepared ahead (augmented, pre-processed) on a background thread while
+    /// the device trains; 0 = prepared in the training thread. The batches do not depend on it.
     pub workers: usize,
     /// Train-time augmentation (the paper's flip / rotation / brightness).
     pub augment: bool,

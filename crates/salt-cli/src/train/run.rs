@@ -11,10 +11,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use salt_core::{
@@ -498,23 +499,91 @@ fn check_loss(
     Ok(())
 }
 
+/// Steps whose losses are read back from the device together: one host sync per window (and
+/// one at the end of the epoch) instead of three per step. Non-finite or diverging losses are
+/// still found at the step they happened, at most this many steps later; nothing is written
+/// before the epoch's window is checked.
+pub const LOSS_WINDOW: usize = 8;
+
 /// Trains `cfg` on backend `B`.
 pub fn train<B: AutodiffBackend>(
     cfg: &TrainConfig,
     opts: &RunOptions,
     device: &B::Device,
 ) -> Result<TrainSummary> {
+    let out = cfg.out.clone();
+    // Held until this function returns: one training per directory.
+    let _lock = open_run_dir(cfg, opts)?;
+    let (train_set, val_set) = open_data(cfg)?;
+    super::memory::check_batch(&model_config(&cfg.model)?, cfg.batch_size, &cfg.device)?;
+    let base = base_identity(cfg)?;
+    let mut run = Run::<B>::build(cfg, device)?;
+    if opts.resume {
+        run.resume(cfg, &base, opts.allow_base_mismatch, device)?;
+    }
+    // Everything is loaded and checked: only now does the directory change.
+    if opts.overwrite && holds_run(&out, &RUN_FILES).is_some() {
+        tracing::warn!(out = %out.display(), "--overwrite: removing the previous run");
+        clear_run(&out, &RUN_FILES)?;
+    }
+    let cfg_text = toml::to_string_pretty(cfg).context("serialising the config")?;
+    salt_core::write_atomic(&out.join(CONFIG_FILE), cfg_text.as_bytes())?;
+
+    for epoch in run.state.epoch + 1..=cfg.epochs {
+        let t0 = Instant::now();
+        let losses = run.train_epoch(cfg, opts, &train_set, epoch, device)?;
+        let acc = validate(&run.sam.valid(), &val_set, cfg.batch_size, device)?;
+        let record = losses.record(epoch, run.state.step, &acc, t0.elapsed().as_secs_f64());
+        tracing::info!(
+            epoch,
+            loss = format!("{:.4}", record.train_loss),
+            val_dice = record.val_dice.map(|v| format!("{v:.4}")),
+            val_hd95 = record.val_hd95.map(|v| format!("{v:.2}")),
+            "epoch done"
+        );
+        run.state.history.push(record.clone());
+        run.state.epoch = epoch;
+        run.checkpoint(cfg, &base, &record)?;
+        if opts.stop_after_epoch == Some(epoch)
+            || (cfg.max_steps > 0 && run.state.step >= cfg.max_steps)
+        {
+            break;
+        }
+    }
+    let train_dice = if opts.eval_train {
+        validate(&run.sam.valid(), &train_set, cfg.batch_size, device)?
+            .summary()
+            .dice
+            .mean
+    } else {
+        None
+    };
+    Ok(TrainSummary {
+        train_dice,
+        out,
+        epochs: run.state.epoch,
+        steps: run.state.step,
+        best_dice: run.state.best_dice,
+        best_epoch: run.state.best_epoch,
+        params: run.params,
+        adapted_layers: run.adapted,
+        history: run.state.history,
+    })
+}
+
+/// Checks the flags against the run directory (`--resume` needs a finished checkpoint, a new
+/// run refuses to replace one without `--overwrite`), takes its lock and repairs what a kill
+/// left behind. Nothing is removed yet.
+fn open_run_dir(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunLock> {
     cfg.validate()?;
     if opts.resume && opts.overwrite {
         bail!("--resume and --overwrite exclude each other: continue the run, or replace it");
     }
-    let out = cfg.out.clone();
-    // Held until this function returns: one training per directory.
-    let _lock = RunLock::acquire(&out)?;
-    recover(&out, LAST_DIR)?;
-    recover(&out, BEST_DIR)?;
-    super::rundir::remove_stale_file_temporaries(&out, &[CONFIG_FILE, METRICS_FILE, CURVES_FILE])?;
-    let cfg_text = toml::to_string_pretty(cfg).context("serialising the config")?;
+    let out = &cfg.out;
+    let lock = RunLock::acquire(out)?;
+    recover(out, LAST_DIR)?;
+    recover(out, BEST_DIR)?;
+    super::rundir::remove_stale_file_temporaries(out, &[CONFIG_FILE, METRICS_FILE, CURVES_FILE])?;
     if opts.resume {
         let saved = TrainConfig::read(&out.join(CONFIG_FILE))
             .context("--resume needs the run's config.toml")?;
@@ -527,7 +596,7 @@ pub fn train<B: AutodiffBackend>(
                 Path::new(LAST_DIR).join(STATE_FILE).display()
             );
         }
-    } else if let Some(found) = holds_run(&out, &RUN_FILES) {
+    } else if let Some(found) = holds_run(out, &RUN_FILES) {
         if !opts.overwrite {
             bail!(
                 "{} already holds a training run ({} exists): give --resume to continue it, \
@@ -537,182 +606,204 @@ pub fn train<B: AutodiffBackend>(
             );
         }
     }
-    // The data and the batch size first: cheap, and refused before any model is built.
+    Ok(lock)
+}
+
+/// The training and validation splits, refused (empty, smaller than a batch) before any model
+/// is built.
+fn open_data(cfg: &TrainConfig) -> Result<(VesselDataset, VesselDataset)> {
     let train_set = VesselDataset::open(&cfg.data, salt_data::Split::Train)
         .with_context(|| format!("opening the training split of {}", cfg.data.display()))?;
     let val_set = VesselDataset::open(&cfg.data, salt_data::Split::Val)
         .with_context(|| format!("opening the validation split of {}", cfg.data.display()))?;
-    if train_set.items().is_empty() {
+    let n = train_set.items().len();
+    if n == 0 {
         bail!("the training split of {} is empty", cfg.data.display());
     }
-    if cfg.batch_size > train_set.items().len() {
+    if cfg.batch_size > n {
         bail!(
-            "batch_size = {}: larger than the training split of {} ({} images); expected 1 to {}",
+            "batch_size = {}: larger than the training split of {} ({n} images); expected 1 to {n}",
             cfg.batch_size,
             cfg.data.display(),
-            train_set.items().len(),
-            train_set.items().len()
         );
     }
-    super::memory::check_batch(&model_config(&cfg.model)?, cfg.batch_size, &cfg.device)?;
-    let base = base_identity(cfg)?;
+    Ok((train_set, val_set))
+}
 
-    let (mut sam, policy, adapted) = build_model::<B>(cfg, device)?;
-    let params = ParamReport::new::<B, _>(&sam, &policy, 0);
-    tracing::info!(
-        trainable = params.trainable,
-        total = params.total,
-        percent = format!("{:.3}", params.trainable_percent),
-        adapted_layers = adapted,
-        "model ready"
-    );
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay as f32)
-        .init::<B, Sam<B>>();
+/// A training run in memory: the model, its optimizer and the state saved with `last/`.
+struct Run<B: AutodiffBackend> {
+    sam: Sam<B>,
+    optim: OptimizerAdaptor<AdamW, Sam<B>, B>,
+    policy: TrainablePolicy,
+    params: ParamReport,
+    adapted: usize,
+    state: TrainState,
+}
 
-    let mut state = TrainState {
-        epoch: 0,
-        step: 0,
-        best_dice: None,
-        best_epoch: None,
-        param_ids: BTreeMap::new(),
-        history: Vec::new(),
-        early_losses: Vec::new(),
-    };
-    if opts.resume {
-        let last = out.join(LAST_DIR);
-        AdapterManifest::read(&last)?.check_base(&last, &base, opts.allow_base_mismatch)?;
+impl<B: AutodiffBackend> Run<B> {
+    /// The model of `cfg` (see [`build_model`]) with a fresh AdamW and an empty history.
+    fn build(cfg: &TrainConfig, device: &B::Device) -> Result<Self> {
+        let (sam, policy, adapted) = build_model::<B>(cfg, device)?;
+        let params = ParamReport::new::<B, _>(&sam, &policy, 0);
+        tracing::info!(
+            trainable = params.trainable,
+            total = params.total,
+            percent = format!("{:.3}", params.trainable_percent),
+            adapted_layers = adapted,
+            "model ready"
+        );
+        let optim = AdamWConfig::new()
+            .with_weight_decay(cfg.weight_decay as f32)
+            .init::<B, Sam<B>>();
+        let state = TrainState {
+            epoch: 0,
+            step: 0,
+            best_dice: None,
+            best_epoch: None,
+            param_ids: BTreeMap::new(),
+            history: Vec::new(),
+            early_losses: Vec::new(),
+        };
+        Ok(Self {
+            sam,
+            optim,
+            policy,
+            params,
+            adapted,
+            state,
+        })
+    }
+
+    /// Loads `last/` of the run: trained tensors, optimizer state (keyed by the saved
+    /// `ParamId`s), history; after checking it was trained on `base`.
+    fn resume(
+        &mut self,
+        cfg: &TrainConfig,
+        base: &BaseIdentity,
+        allow_base_mismatch: bool,
+        device: &B::Device,
+    ) -> Result<()> {
+        let last = cfg.out.join(LAST_DIR);
+        AdapterManifest::read(&last)?.check_base(&last, base, allow_base_mismatch)?;
         let text = std::fs::read_to_string(last.join(STATE_FILE))
             .with_context(|| format!("reading {}", last.join(STATE_FILE).display()))?;
-        state = serde_json::from_str(&text)
+        self.state = serde_json::from_str(&text)
             .with_context(|| format!("parsing {}", last.join(STATE_FILE).display()))?;
         let tensors = AdapterTensors::read(&last)?;
-        sam = load_adapter_tensors::<B, _>(sam, &policy, &tensors)?;
-        sam = sam.map(&mut IdSetter {
+        let sam = load_adapter_tensors::<B, _>(self.sam.clone(), &self.policy, &tensors)?;
+        self.sam = sam.map(&mut IdSetter {
             path: Vec::new(),
-            ids: &state.param_ids,
+            ids: &self.state.param_ids,
         });
         let bytes = std::fs::read(last.join(OPTIM_FILE))
             .with_context(|| format!("reading {}", last.join(OPTIM_FILE).display()))?;
         let record = BinBytesRecorder::<FullPrecisionSettings>::default()
             .load(bytes, device)
             .with_context(|| format!("decoding {}", last.join(OPTIM_FILE).display()))?;
-        optim = optim.load_record(record);
-        tracing::info!(epoch = state.epoch, step = state.step, "resumed");
+        self.optim = self.optim.clone().load_record(record);
+        tracing::info!(epoch = self.state.epoch, step = self.state.step, "resumed");
         // A crash after publishing `last/` may have left metrics.csv one epoch behind.
-        write_metrics_csv(&out.join(METRICS_FILE), &state.history)?;
+        write_metrics_csv(&cfg.out.join(METRICS_FILE), &self.state.history)
     }
 
-    // Everything is loaded and checked: only now does the directory change.
-    if opts.overwrite && holds_run(&out, &RUN_FILES).is_some() {
-        tracing::warn!(out = %out.display(), "--overwrite: removing the previous run");
-        clear_run(&out, &RUN_FILES)?;
-    }
-    salt_core::write_atomic(&out.join(CONFIG_FILE), cfg_text.as_bytes())?;
-    let pre = Preprocess {
-        size: sam.img_size(),
-        ..Default::default()
-    };
-    let steps_per_epoch = train_set.items().len().div_ceil(cfg.batch_size);
-    let total_steps = steps_per_epoch * cfg.epochs;
-    let loss_cfg = LossConfig::default();
-
-    for epoch in state.epoch + 1..=cfg.epochs {
-        let t0 = Instant::now();
+    /// One pass over the training split: batches prepared ahead on a background thread
+    /// (`cfg.workers` of them), one optimizer step each, losses read back per [`LOSS_WINDOW`].
+    fn train_epoch(
+        &mut self,
+        cfg: &TrainConfig,
+        opts: &RunOptions,
+        train_set: &VesselDataset,
+        epoch: usize,
+        device: &B::Device,
+    ) -> Result<EpochLosses> {
         B::seed(device, seed_for(cfg.seed, epoch, 1));
+        let pre = Preprocess {
+            size: self.sam.img_size(),
+            ..Default::default()
+        };
         let batcher = if cfg.augment {
             VesselBatcher::train(pre, seed_for(cfg.seed, epoch, 2))
         } else {
             VesselBatcher::eval(pre)
         };
-        let loader = dataloader::<B>(
-            train_set.clone(),
-            batcher,
+        let order = salt_data::epoch_batches(
+            train_set.items().len(),
             cfg.batch_size,
             Some(seed_for(cfg.seed, epoch, 3)),
-            // One worker keeps the batch order fixed (see salt-data's batch docs).
-            0,
-            device.clone(),
         );
-        let bar = if opts.progress {
-            let b = indicatif::ProgressBar::new(steps_per_epoch as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}",
-                )
-                .expect("static template")
-                .progress_chars("=> "),
-            );
-            b.set_prefix(format!("{epoch}/{}", cfg.epochs));
-            b
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        let (mut sum, mut sum_dice, mut sum_focal, mut n_batches, mut images) =
-            (0.0, 0.0, 0.0, 0usize, 0usize);
-        let mut lr = cfg.lr;
-        for batch in loader.iter() {
-            lr = learning_rate(
-                cfg.schedule,
-                cfg.lr,
-                state.step,
-                total_steps,
-                cfg.warmup_epochs * steps_per_epoch,
-            );
-            let n = batch.images.dims()[0];
-            let logits = forward_logits(&sam, batch.images)?;
-            let terms = loss_cfg.forward(logits, batch.masks);
-            let loss: f64 = terms.total.clone().into_scalar().elem();
-            check_loss(loss, &mut state.early_losses, state.step + 1, epoch, &out)?;
-            sum += loss;
-            sum_dice += terms.dice.into_scalar().elem::<f64>();
-            sum_focal += terms.focal.into_scalar().elem::<f64>();
-            let grads = GradientsParams::from_grads(terms.total.backward(), &sam);
-            sam = optim.step(lr, sam, grads);
-            state.step += 1;
-            n_batches += 1;
-            images += n;
-            let rate = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "loss {:.4} {rate:.1} img/s",
-                sum / n_batches as f64
-            ));
-            bar.inc(1);
-            if cfg.max_steps > 0 && state.step >= cfg.max_steps {
-                break;
+        let steps_per_epoch = order.len();
+        let total_steps = steps_per_epoch * cfg.epochs;
+        let bar = epoch_bar(opts.progress, steps_per_epoch, epoch, cfg.epochs);
+        let t0 = Instant::now();
+        let mut losses = EpochLosses::default();
+        let mut window = Vec::with_capacity(LOSS_WINDOW);
+        let loss_cfg = LossConfig::default();
+        salt_data::with_prefetch(train_set, &batcher, &order, cfg.workers, |batches| {
+            for host in batches {
+                losses.lr = learning_rate(
+                    cfg.schedule,
+                    cfg.lr,
+                    self.state.step,
+                    total_steps,
+                    cfg.warmup_epochs * steps_per_epoch,
+                );
+                losses.images += host.len();
+                let batch = host.to_device::<B>(device);
+                window.push(self.step(&loss_cfg, batch, losses.lr)?);
+                if window.len() == LOSS_WINDOW {
+                    losses.check_window(&mut window, &mut self.state, epoch, &cfg.out)?;
+                }
+                let rate = losses.images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("loss {:.4} {rate:.1} img/s", losses.mean_total()));
+                bar.inc(1);
+                if cfg.max_steps > 0 && self.state.step >= cfg.max_steps {
+                    break;
+                }
             }
-        }
+            losses.check_window(&mut window, &mut self.state, epoch, &cfg.out)
+        })??;
         bar.finish_and_clear();
+        Ok(losses)
+    }
 
-        let acc = validate(&sam.valid(), &val_set, cfg.batch_size, device)?;
-        let summary = acc.summary();
-        let record = EpochRecord {
-            epoch,
-            step: state.step,
-            lr,
-            train_loss: sum / n_batches.max(1) as f64,
-            train_dice_loss: sum_dice / n_batches.max(1) as f64,
-            train_focal_loss: sum_focal / n_batches.max(1) as f64,
-            val_dice: summary.dice.mean,
-            val_hd95: summary.hd95.mean,
-            val_empty: summary.empty.pred + summary.empty.target + summary.empty.both,
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        tracing::info!(
-            epoch,
-            loss = format!("{:.4}", record.train_loss),
-            val_dice = record.val_dice.map(|v| format!("{v:.4}")),
-            val_hd95 = record.val_hd95.map(|v| format!("{v:.2}")),
-            "epoch done"
+    /// Forward, loss, backward and AdamW on one batch. Returns the step number and the detached
+    /// `[total, dice, focal]` loss terms, still on the device.
+    fn step(
+        &mut self,
+        loss_cfg: &LossConfig,
+        batch: salt_data::VesselBatch<B>,
+        lr: f64,
+    ) -> Result<(usize, Tensor<B, 1>)> {
+        let logits = forward_logits(&self.sam, batch.images)?;
+        let terms = loss_cfg.forward(logits, batch.masks);
+        let row = Tensor::cat(
+            vec![
+                terms.total.clone().detach().reshape([1]),
+                terms.dice.detach().reshape([1]),
+                terms.focal.detach().reshape([1]),
+            ],
+            0,
         );
-        state.history.push(record.clone());
-        state.epoch = epoch;
+        let grads = GradientsParams::from_grads(terms.total.backward(), &self.sam);
+        self.sam = self.optim.step(lr, self.sam.clone(), grads);
+        self.state.step += 1;
+        Ok((self.state.step, row))
+    }
 
-        // Checkpoint: adapter + optimizer + state of the last epoch, and the best adapter, each
-        // written into a fresh temporary directory and published by renames (rundir.rs).
+    /// Writes the checkpoint of the epoch just recorded: adapter + optimizer + state into a
+    /// fresh `last/`, the adapter into `best/` when validation Dice improved, each staged in a
+    /// temporary directory and published by renames (rundir.rs); then metrics.csv and
+    /// curves.png.
+    fn checkpoint(
+        &mut self,
+        cfg: &TrainConfig,
+        base: &BaseIdentity,
+        record: &EpochRecord,
+    ) -> Result<()> {
+        let (out, epoch) = (&cfg.out, record.epoch);
         let mut manifest = AdapterManifest::new(
             cfg.adapter(),
-            policy.clone(),
+            self.policy.clone(),
             &cfg.model,
             Some(base.clone()),
         );
@@ -725,71 +816,132 @@ pub fn train<B: AutodiffBackend>(
         let not_finite = || {
             format!(
                 "saving the checkpoint of epoch {epoch}: the trained weights are not finite; {}",
-                last_good(&out)
+                last_good(out)
             )
         };
-        let last = staging(&out, LAST_DIR)?;
-        save_adapter::<B, _>(&sam, &manifest, &last).with_context(not_finite)?;
+        let last = staging(out, LAST_DIR)?;
+        save_adapter::<B, _>(&self.sam, &manifest, &last).with_context(not_finite)?;
         fault_point();
         let mut ids = IdCollector {
             path: Vec::new(),
             ids: BTreeMap::new(),
         };
-        sam.visit(&mut ids);
-        state.param_ids = ids.ids;
+        self.sam.visit(&mut ids);
+        self.state.param_ids = ids.ids;
         let optim_bytes = BinBytesRecorder::<FullPrecisionSettings>::default()
-            .record(optim.to_record(), ())
+            .record(self.optim.to_record(), ())
             .context("serialising the optimizer state")?;
         salt_core::write_atomic(&last.join(OPTIM_FILE), &optim_bytes)?;
         fault_point();
-        let better = match (record.val_dice, state.best_dice) {
+        let better = match (record.val_dice, self.state.best_dice) {
             (Some(d), Some(b)) => d > b,
             (Some(_), None) => true,
             _ => false,
         };
         if better {
-            state.best_dice = record.val_dice;
-            state.best_epoch = Some(epoch);
+            self.state.best_dice = record.val_dice;
+            self.state.best_epoch = Some(epoch);
         }
         // The state file is written last: a `last/` without it is never taken for a checkpoint.
-        salt_core::write_atomic(&last.join(STATE_FILE), &serde_json::to_vec_pretty(&state)?)?;
+        salt_core::write_atomic(
+            &last.join(STATE_FILE),
+            &serde_json::to_vec_pretty(&self.state)?,
+        )?;
         fault_point();
         if better {
-            let best = staging(&out, BEST_DIR)?;
-            save_adapter::<B, _>(&sam, &manifest, &best)?;
+            let best = staging(out, BEST_DIR)?;
+            save_adapter::<B, _>(&self.sam, &manifest, &best)?;
             fault_point();
-            publish(&best, &out, BEST_DIR)?;
+            publish(&best, out, BEST_DIR)?;
         }
-        publish(&last, &out, LAST_DIR)?;
-        write_metrics_csv(&out.join(METRICS_FILE), &state.history)?;
+        publish(&last, out, LAST_DIR)?;
+        write_metrics_csv(&out.join(METRICS_FILE), &self.state.history)?;
         fault_point();
-        write_curves(&out.join(CURVES_FILE), &state.history)?;
+        write_curves(&out.join(CURVES_FILE), &self.state.history)?;
         fault_point();
-        if opts.stop_after_epoch == Some(epoch)
-            || (cfg.max_steps > 0 && state.step >= cfg.max_steps)
-        {
-            break;
+        Ok(())
+    }
+}
+
+/// The progress bar of one epoch (hidden without `progress`).
+fn epoch_bar(progress: bool, steps: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    if !progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(steps as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    b.set_prefix(format!("{epoch}/{epochs}"));
+    b
+}
+
+/// The loss sums of an epoch, from the windows read back so far.
+#[derive(Debug, Default)]
+struct EpochLosses {
+    total: f64,
+    dice: f64,
+    focal: f64,
+    steps: usize,
+    images: usize,
+    /// Learning rate of the latest step.
+    lr: f64,
+}
+
+impl EpochLosses {
+    /// Reads the window's loss terms back in one transfer, checks each step's loss in order
+    /// ([`check_loss`], naming its step), adds them up and empties the window.
+    fn check_window<B: Backend>(
+        &mut self,
+        window: &mut Vec<(usize, Tensor<B, 1>)>,
+        state: &mut TrainState,
+        epoch: usize,
+        out: &Path,
+    ) -> Result<()> {
+        if window.is_empty() {
+            return Ok(());
+        }
+        let (steps, rows): (Vec<usize>, Vec<Tensor<B, 1>>) = window.drain(..).unzip();
+        let values: Vec<f64> = Tensor::cat(rows, 0)
+            .into_data()
+            .convert::<f64>()
+            .into_vec()
+            .map_err(|e| anyhow::anyhow!("reading the losses back: {e:?}"))?;
+        for (step, terms) in steps.into_iter().zip(values.chunks_exact(3)) {
+            check_loss(terms[0], &mut state.early_losses, step, epoch, out)?;
+            self.total += terms[0];
+            self.dice += terms[1];
+            self.focal += terms[2];
+            self.steps += 1;
+        }
+        Ok(())
+    }
+
+    fn mean_total(&self) -> f64 {
+        self.total / self.steps.max(1) as f64
+    }
+
+    /// The epoch's row of `metrics.csv`.
+    fn record(&self, epoch: usize, step: usize, acc: &Accumulator, seconds: f64) -> EpochRecord {
+        let summary = acc.summary();
+        let n = self.steps.max(1) as f64;
+        EpochRecord {
+            epoch,
+            step,
+            lr: self.lr,
+            train_loss: self.total / n,
+            train_dice_loss: self.dice / n,
+            train_focal_loss: self.focal / n,
+            val_dice: summary.dice.mean,
+            val_hd95: summary.hd95.mean,
+            val_empty: summary.empty.pred + summary.empty.target + summary.empty.both,
+            seconds,
         }
     }
-    let train_dice = if opts.eval_train {
-        validate(&sam.valid(), &train_set, cfg.batch_size, device)?
-            .summary()
-            .dice
-            .mean
-    } else {
-        None
-    };
-    Ok(TrainSummary {
-        train_dice,
-        out,
-        epochs: state.epoch,
-        steps: state.step,
-        best_dice: state.best_dice,
-        best_epoch: state.best_epoch,
-        params,
-        adapted_layers: adapted,
-        history: state.history,
-    })
 }
 
 #[cfg(test)]
