@@ -100,11 +100,14 @@ EOF
 }
 
 # --- salt -------------------------------------------------------------------------------------
+# bf16 on wgpu is refused by name (WGSL has no bf16): one fast FAILED line that says so.
 for dev in cuda wgpu; do
-    for b in $batches; do
-        say "salt $dev batch $b"
-        run_sampled 240 "$XTASK" bench-train --device "$dev" --method salt --batch "$b" \
-            --steps "$steps" --warmup 3 --json "$results"
+    for prec in f32 bf16; do
+        for b in $batches; do
+            say "salt $dev $prec batch $b"
+            run_sampled 240 "$XTASK" bench-train --device "$dev" --precision "$prec" \
+                --method salt --batch "$b" --steps "$steps" --warmup 3 --json "$results"
+        done
     done
 done
 
@@ -128,7 +131,8 @@ for r in rows:
         print(f"FAILED: {r['failed']} (rc {r['rc']})")
         continue
     if r["impl"] == "salt":
-        o = r["options"]; dev, b, var = o["device"], o["batch"], "f32 (TF32 matmul)"
+        o = r["options"]; dev, b = o["device"], o["batch"]
+        var = {"f32": "f32 (TF32 matmul)"}.get(o.get("precision", "f32"), o.get("precision"))
         peak = r.get("driver_peak_mib", 0) / 1024
     else:
         dev, b = r["device"], r["batch"]

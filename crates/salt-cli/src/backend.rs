@@ -96,6 +96,48 @@ fn not_compiled(spec: DeviceSpec, feature: &str) -> anyhow::Error {
     )
 }
 
+/// `task` computing its matmuls and attention in `precision` ([`salt_core::precision`]): the
+/// backend is checked first (an unsupported precision is an error naming the device), and the
+/// precision holds on the task's thread while it runs.
+pub struct WithPrecision<T> {
+    /// The work.
+    pub task: T,
+    /// Its compute precision.
+    pub precision: salt_core::Precision,
+    /// The device, for the error message.
+    pub device: DeviceSpec,
+}
+
+impl<T: Task> Task for WithPrecision<T> {
+    type Output = T::Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<T::Output> {
+        salt_core::check_precision::<B>(&device, self.precision, &self.device.to_string())?;
+        let _guard = salt_core::PrecisionGuard::set(self.precision);
+        self.task.run::<B>(device)
+    }
+}
+
+/// [`dispatch`] of `task` in `precision`.
+pub fn dispatch_in<T: Task>(
+    spec: DeviceSpec,
+    precision: salt_core::Precision,
+    task: T,
+) -> Result<T::Output> {
+    dispatch(
+        spec,
+        WithPrecision {
+            task,
+            precision,
+            device: spec,
+        },
+    )
+}
+
+/// Parses `--precision` (f32, bf16, f16).
+pub fn parse_precision(s: &str) -> std::result::Result<salt_core::Precision, String> {
+    s.parse().map_err(|e: salt_core::Error| e.to_string())
+}
+
 /// Runs `task` on the backend of `spec`.
 pub fn dispatch<T: Task>(spec: DeviceSpec, task: T) -> Result<T::Output> {
     use burn::backend::NdArray;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use salt_core::{apply_trainable, ParamReport, TrainablePolicy};
 
-use crate::backend::{dispatch, DeviceSpec, Task};
+use crate::backend::{dispatch_in, DeviceSpec, Task};
 use crate::train::config::{paper_trainable, MethodName, TrainConfig};
 use crate::train::loss::LossConfig;
 use crate::train::run::{build_model, forward_logits, model_config};
@@ -52,6 +52,11 @@ pub struct BenchTrainOptions {
     /// Seed of the weights, images and masks.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Compute precision of matmuls and attention: f32, bf16 or f16 (mixed precision; bf16 and
+    /// f16 need a GPU backend or flex).
+    #[arg(long, default_value = "f32", value_parser = crate::backend::parse_precision)]
+    #[serde(default)]
+    pub precision: salt_core::Precision,
 }
 
 impl Default for BenchTrainOptions {
@@ -66,6 +71,7 @@ impl Default for BenchTrainOptions {
             warmup: 1,
             device: "cpu".into(),
             seed: 0,
+            precision: salt_core::Precision::F32,
         }
     }
 }
@@ -106,7 +112,7 @@ pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
         );
     }
     let spec: DeviceSpec = opts.device.parse().map_err(anyhow::Error::msg)?;
-    dispatch(spec, BenchTask(opts.clone()))
+    dispatch_in(spec, opts.precision, BenchTask(opts.clone()))
 }
 
 struct BenchTask(BenchTrainOptions);

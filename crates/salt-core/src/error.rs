@@ -5,6 +5,22 @@ use std::path::PathBuf;
 /// Everything that can go wrong while building, injecting, saving or loading adapters.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The backend cannot compute in the requested precision.
+    #[error(
+        "--precision {precision}: the `{backend}` backend cannot compute in {precision} on this \
+         device; use --precision f32 ({hint})"
+    )]
+    UnsupportedPrecision {
+        /// The precision asked for.
+        precision: String,
+        /// The backend.
+        backend: String,
+        /// Which backends can.
+        hint: String,
+    },
+    /// A precision name that is not f32, bf16 or f16.
+    #[error("precision `{0}`: expected f32, bf16 or f16")]
+    UnknownPrecision(String),
     /// The adapter configuration is invalid (a rank of zero, a dropout outside [0, 1), ...).
     #[error("invalid adapter configuration: {field} = {value}: {expected}")]
     InvalidConfig {

@@ -13,7 +13,8 @@
 //!   `[heads, n, n]` logits and probabilities of every block alive until backward.
 //!
 //! Every other backend (flex, wgpu, cuda) gets burn's own composition, so the numbers are the
-//! same up to f32 summation order (tests below, and salt-sam's parity tests).
+//! same up to f32 summation order (tests below, and salt-sam's parity tests); there the
+//! matmuls run in the thread's [`crate::precision`] (f32, bf16 or f16), softmax in f32.
 //!
 //! The backend is recognised by `TypeId` and the tensors are moved across with `Box<dyn Any>`
 //! downcasts: safe code, no trait bound that would spread through every generic model type.
@@ -31,6 +32,7 @@ use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 use burn_ndarray::NdArrayTensor;
 
 use crate::kernels::{self, AttnDims, Mat};
+use crate::precision::{lower, raise};
 
 type Nd = NdArray<f32>;
 type AdNd = Autodiff<Nd>;
@@ -65,7 +67,8 @@ pub fn linear<B: Backend, const D: usize>(
         let (y, _, _) = linear_forward(vec_of(x), vec_of(w), b.map(vec_of), rows, d_in, d_out);
         return cast::<Nd, B, 2>(tensor(y, [rows, d_out])).reshape(out_dims);
     }
-    burn::tensor::module::linear(x, weight.transpose(), bias)
+    let y = burn::tensor::module::linear(lower(x), lower(weight).transpose(), bias.map(lower));
+    raise(y)
 }
 
 /// Scaled dot-product attention `softmax(scale·q·kᵀ)·v` over independent heads.
@@ -94,8 +97,9 @@ pub fn attention<B: Backend>(
             kernels::attention_forward(&vec_of(q), &vec_of(k), &vec_of(v), dims, scale as f32);
         return cast::<Nd, B, 3>(tensor(o, [dims.heads, dims.nq, dims.d]));
     }
-    let attn = softmax(q.mul_scalar(scale).matmul(k.swap_dims(1, 2)), 2);
-    attn.matmul(v)
+    // Reduced precision: the logits are cast up for the softmax, the probabilities down again.
+    let logits = raise(lower(q.mul_scalar(scale)).matmul(lower(k).swap_dims(1, 2)));
+    raise(lower(softmax(logits, 2)).matmul(lower(v)))
 }
 
 /// [`attention`] with SAM's decomposed relative positions added to the scaled logits:
@@ -144,13 +148,11 @@ pub fn attention_rel_pos<B: Backend>(
         return cast::<Nd, B, 3>(tensor(o, [dims.heads, dims.nq, dims.d]));
     }
     let nk = k.dims()[1];
-    let attn = q
-        .mul_scalar(scale)
-        .matmul(k.swap_dims(1, 2))
+    let attn = raise(lower(q.mul_scalar(scale)).matmul(lower(k).swap_dims(1, 2)))
         .reshape([heads, nq, gh, gw])
         + rel_h.reshape([heads, nq, gh, 1])
         + rel_w.reshape([heads, nq, 1, gw]);
-    softmax(attn.reshape([heads, nq, nk]), 2).matmul(v)
+    raise(lower(softmax(attn.reshape([heads, nq, nk]), 2)).matmul(lower(v)))
 }
 
 /// Moves a tensor between two names of the same backend type.

@@ -34,6 +34,7 @@ mod lora;
 mod matconv;
 pub mod pattern;
 mod policy;
+pub mod precision;
 mod salt;
 mod ssam;
 mod svd;
@@ -54,6 +55,7 @@ pub use matconv::{conv2d_matmul, patch_conv_channels_last};
 pub use policy::{
     apply_trainable, is_adapter_key, is_trainable, param_key, parameter_keys, ParamReport,
 };
+pub use precision::{check_precision, Precision, PrecisionGuard};
 pub use salt::{SaltAdapter, REFERENCE_INIT_STD};
 pub use ssam::SvdAdapter;
 pub use svd::{SvdFactors, SIGN_RULE};

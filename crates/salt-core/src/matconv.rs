@@ -9,6 +9,8 @@
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{backend::Backend, Tensor};
 
+use crate::precision::{lower, raise};
+
 /// `conv2d(x, weight, bias, options)` through one matmul when the geometry allows it (groups 1,
 /// dilation 1, and either stride = kernel with no padding, or stride 1); otherwise burn's
 /// `conv2d`. Same result up to the order of the sums.
@@ -31,7 +33,8 @@ pub fn conv2d_matmul<B: Backend>(
         return out.permute([0, 3, 1, 2]);
     }
     if !dense {
-        return burn::tensor::module::conv2d(x, weight, bias, options);
+        let y = burn::tensor::module::conv2d(lower(x), lower(weight), bias.map(lower), options);
+        return raise(y);
     }
     let [ph, pw] = options.padding;
     let (oh, ow) = (h + 2 * ph + 1 - kh, w + 2 * pw + 1 - kw);
@@ -56,7 +59,7 @@ pub fn conv2d_matmul<B: Backend>(
         Tensor::cat(taps, 2).reshape([n, ci * kh * kw, oh * ow]) // [n, ci·kh·kw, oh·ow]
     };
     let wm = weight.reshape([1, co, ci * kh * kw]);
-    let mut y = wm.matmul(cols); // [n, co, oh·ow]
+    let mut y = raise(lower(wm).matmul(lower(cols))); // [n, co, oh·ow]
     if let Some(b) = bias {
         y = y + b.reshape([1, co, 1]);
     }
@@ -89,7 +92,8 @@ pub fn patch_conv_channels_last<B: Backend>(
         .permute([0, 2, 4, 1, 3, 5]) // [n, gh, gw, ci, kh, kw]
         .reshape([n * gh * gw, ci * kh * kw]);
     let wt = weight.reshape([co, ci * kh * kw]).transpose(); // [ci·kh·kw, co]
-    burn::tensor::module::linear(patches, wt, bias).reshape([n, gh, gw, co])
+    let y = burn::tensor::module::linear(lower(patches), lower(wt), bias.map(lower));
+    raise(y).reshape([n, gh, gw, co])
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use salt_core::AdapterManifest;
 use salt_data::{Preprocess, Split, VesselBatcher, VesselDataset};
 use salt_metrics::{Accumulator, DistanceDefinition, MetricOptions};
 
-use crate::backend::{dispatch, DeviceSpec, Task};
+use crate::backend::{dispatch_in, DeviceSpec, Task};
 use crate::train::config::TrainConfig;
 use crate::train::qualitative::{figure, png_bytes, predict_item};
 use crate::train::run::load_trained;
@@ -70,6 +70,10 @@ pub struct Args {
     /// Device: cpu, flex, wgpu[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Compute precision of matmuls and attention: f32, bf16 or f16 (mixed precision; bf16 and
+    /// f16 need a GPU backend or flex).
+    #[arg(long, default_value = "f32", value_parser = crate::backend::parse_precision)]
+    pub precision: salt_core::Precision,
     /// Rows of the qualitative figure.
     #[arg(long, default_value_t = 4)]
     pub figure_rows: usize,
@@ -332,7 +336,8 @@ fn write_eval(
     args.out = out.to_path_buf();
     let out = args.out.clone();
     let protocol = args.protocol;
-    let report = dispatch(spec, Eval(args, cfg, split, opts))?;
+    let precision = args.precision;
+    let report = dispatch_in(spec, precision, Eval(args, cfg, split, opts))?;
     let mut csv =
         String::from("id,dice,iou,precision,recall,specificity,hd,hd95,assd,cldice,empty\n");
     let f = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();

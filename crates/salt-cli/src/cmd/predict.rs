@@ -20,7 +20,7 @@ use salt_data::resize::{longest_side_size, resize_rgb8};
 use salt_data::{Image8, Mask};
 use salt_sam::{load_checkpoint, ImagePrompt, ResizeLongestSide, Sam};
 
-use crate::backend::{dispatch, DeviceSpec, Task};
+use crate::backend::{dispatch_in, DeviceSpec, Task};
 use crate::cmd::eval::run_config;
 use crate::cmd::export::{MODEL_KEY, PREPROCESS_KEY};
 use crate::train::run::{load_trained, model_config};
@@ -82,6 +82,10 @@ pub struct Args {
     /// Device: cpu, flex, wgpu[:N] or cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// Compute precision of matmuls and attention: f32, bf16 or f16 (mixed precision; bf16 and
+    /// f16 need a GPU backend or flex).
+    #[arg(long, default_value = "f32", value_parser = crate::backend::parse_precision)]
+    pub precision: salt_core::Precision,
 }
 
 /// Input pre-processing of `salt predict`.
@@ -186,7 +190,8 @@ pub fn run(args: Args) -> Result<()> {
         .to_rgb();
     check_prompts(&args, image.width, image.height)?;
     let device = args.device;
-    dispatch(device, Predict { args, image })
+    let precision = args.precision;
+    dispatch_in(device, precision, Predict { args, image })
 }
 
 struct Predict {

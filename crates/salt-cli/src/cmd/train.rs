@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::backend::{dispatch, DeviceSpec, Task};
+use crate::backend::{dispatch_in, DeviceSpec, Task};
 use crate::train::config::{MethodName, Schedule, TrainConfig};
 use crate::train::run::{train, RunOptions, TrainSummary};
 
@@ -79,6 +79,10 @@ pub struct Args {
     /// Device: cpu, flex, wgpu[:N], cuda[:N].
     #[arg(long)]
     pub device: Option<String>,
+    /// Compute precision of matmuls and attention: f32, bf16 or f16 (mixed precision; bf16 and
+    /// f16 need a GPU backend or flex).
+    #[arg(long, value_parser = crate::backend::parse_precision)]
+    pub precision: Option<salt_core::Precision>,
     /// Output directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -115,6 +119,7 @@ impl Args {
             warmup_epochs,
             seed,
             device,
+            precision,
             out,
             max_steps
         );
@@ -162,7 +167,8 @@ pub fn run(args: Args) -> Result<()> {
         progress: true,
         ..Default::default()
     };
-    let summary = dispatch(spec, TrainTask(cfg, opts)).context("training")?;
+    let precision = cfg.precision;
+    let summary = dispatch_in(spec, precision, TrainTask(cfg, opts)).context("training")?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -79,6 +79,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Device: `cpu`, `flex`, `wgpu[:N]`, `cuda[:N]`.
     pub device: String,
+    /// Compute precision of matmuls and attention: `f32`, `bf16` or `f16` (mixed precision:
+    /// f32 weights, optimizer state, norms, softmax and loss).
+    pub precision: salt_core::Precision,
     /// Output directory.
     pub out: PathBuf,
     /// Training batches prepared ahead (augmented, pre-processed) on a background thread while
@@ -111,6 +114,7 @@ impl Default for TrainConfig {
             warmup_epochs: 0,
             seed: 42,
             device: "cpu".into(),
+            precision: salt_core::Precision::F32,
             out: PathBuf::from("runs/salt"),
             workers: 2,
             augment: true,

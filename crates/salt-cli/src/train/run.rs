@@ -56,7 +56,14 @@ pub const EARLY_STEPS: usize = 5;
 /// Settings that may change on `--resume`: the length of the run, where it runs, where the
 /// directory now is, and where the base checkpoint now is (the base itself is checked by its
 /// sha256 instead, so a moved checkpoint is accepted and a replaced one is not).
-const RESUME_MAY_CHANGE: [&str; 5] = ["epochs", "device", "workers", "out", "checkpoint"];
+const RESUME_MAY_CHANGE: [&str; 6] = [
+    "epochs",
+    "device",
+    "precision",
+    "workers",
+    "out",
+    "checkpoint",
+];
 
 /// The model presets the CLI knows: salt-sam's, plus `small` (the demo's: the paper's changes
 /// on a 4-block, 32-d ViT at 128 px).
@@ -1200,6 +1207,7 @@ mod tests {
             out: out.clone(),
             device: "cpu".into(),
             figure_rows: 2,
+            precision: salt_core::Precision::F32,
         })
         .unwrap();
         let summary: serde_json::Value =
