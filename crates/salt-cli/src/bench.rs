@@ -19,7 +19,8 @@ use salt_core::{apply_trainable, ParamReport, TrainablePolicy};
 use crate::backend::{dispatch_in, DeviceSpec, Task};
 use crate::train::config::{paper_trainable, MethodName, TrainConfig};
 use crate::train::loss::LossConfig;
-use crate::train::run::{build_model, forward_logits, model_config};
+use crate::train::model::Segmenter;
+use crate::train::run::{build_model, model_config};
 
 /// What to time (also `cargo xtask bench-train`'s flags).
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
@@ -187,7 +188,7 @@ fn run_bench<B: AutodiffBackend>(
             reset_peak_rss();
         }
         let t0 = Instant::now();
-        let logits = forward_logits(&sam, images.clone())?;
+        let logits = sam.logits(images.clone())?;
         let terms = loss_cfg.forward(logits, masks.clone());
         last_loss = terms.total.clone().into_scalar().elem();
         let grads = GradientsParams::from_grads(terms.total.backward(), &sam);

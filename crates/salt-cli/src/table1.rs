@@ -15,7 +15,7 @@ use salt_data::{Split, VesselDataset};
 use salt_metrics::{DistanceDefinition, MetricOptions};
 
 use crate::backend::{dispatch, DeviceSpec, Task};
-use crate::cmd::eval::{evaluate_sam, Protocol};
+use crate::cmd::eval::{evaluate, Protocol};
 use crate::train::config::{MethodName, TrainConfig};
 use crate::train::run::{build_model, load_trained, train, RunOptions, BEST_DIR};
 
@@ -215,7 +215,7 @@ impl Task for CellTask {
             } else {
                 cfg.out.join(crate::train::run::LAST_DIR)
             };
-            let sam = load_trained::<B>(&cfg, &dir, false, &device)?;
+            let sam = load_trained::<B, salt_sam::Sam<B>>(&cfg, &dir, false, &device)?;
             let policy = cfg.policy(
                 sam.prompt_encoder.prompt_token.is_some(),
                 sam.image_encoder.pos_embed.is_some(),
@@ -228,7 +228,7 @@ impl Task for CellTask {
             definition: DistanceDefinition::SaltPaper,
             ..Default::default()
         };
-        let (acc, _) = evaluate_sam(
+        let (acc, _) = evaluate(
             &sam.valid(),
             val.items(),
             Protocol::SaltPaper,

@@ -97,6 +97,9 @@ pub fn attention<B: Backend>(
             kernels::attention_forward(&vec_of(q), &vec_of(k), &vec_of(v), dims, scale as f32);
         return cast::<Nd, B, 3>(tensor(o, [dims.heads, dims.nq, dims.d]));
     }
+    if let Some(out) = gpu_attention(q.clone(), k.clone(), v.clone(), scale) {
+        return out;
+    }
     // Reduced precision: the logits are cast up for the softmax, the probabilities down again.
     let logits = raise(lower(q.mul_scalar(scale)).matmul(lower(k).swap_dims(1, 2)));
     raise(lower(softmax(logits, 2)).matmul(lower(v)))
@@ -153,6 +156,48 @@ pub fn attention_rel_pos<B: Backend>(
         + rel_h.reshape([heads, nq, gh, 1])
         + rel_w.reshape([heads, nq, 1, gw]);
     raise(lower(softmax(attn.reshape([heads, nq, nk]), 2)).matmul(lower(v)))
+}
+
+/// Training attention on the other compiled-in backends: [`crate::recompute`]'s node, unless
+/// `SALT_ATTENTION=composed`. `None`: not one of them (burn's composition follows).
+fn gpu_attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    scale: f64,
+) -> Option<Tensor<B, 3>> {
+    #[cfg_attr(
+        not(any(feature = "flex", feature = "wgpu", feature = "cuda")),
+        allow(dead_code)
+    )]
+    fn via<B: Backend, I: Backend>(
+        q: Tensor<B, 3>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+        scale: f64,
+    ) -> Option<Tensor<B, 3>> {
+        if TypeId::of::<B>() != TypeId::of::<Autodiff<I>>()
+            || !crate::recompute::recompute_enabled()
+        {
+            return None;
+        }
+        let out = crate::recompute::attention_recompute::<I>(cast(q), cast(k), cast(v), scale);
+        Some(cast::<Autodiff<I>, B, 3>(out))
+    }
+    let _ = (&q, &k, &v, scale);
+    #[cfg(feature = "flex")]
+    if let Some(o) = via::<B, burn::backend::Flex>(q.clone(), k.clone(), v.clone(), scale) {
+        return Some(o);
+    }
+    #[cfg(feature = "wgpu")]
+    if let Some(o) = via::<B, burn::backend::Wgpu>(q.clone(), k.clone(), v.clone(), scale) {
+        return Some(o);
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(o) = via::<B, burn::backend::Cuda>(q.clone(), k.clone(), v.clone(), scale) {
+        return Some(o);
+    }
+    None
 }
 
 /// Moves a tensor between two names of the same backend type.

@@ -35,6 +35,7 @@ mod matconv;
 pub mod pattern;
 mod policy;
 pub mod precision;
+pub mod recompute;
 mod salt;
 mod ssam;
 mod svd;

@@ -17,7 +17,7 @@ use salt_data::{Split, Style, VesselDataset};
 use salt_metrics::MetricOptions;
 
 use crate::backend::{dispatch, DeviceSpec, Task};
-use crate::cmd::eval::{evaluate_sam, Protocol};
+use crate::cmd::eval::{evaluate, Protocol};
 use crate::train::config::{paper_trainable, MethodName, TrainConfig};
 use crate::train::qualitative::{figure, png_bytes};
 use crate::train::run::{
@@ -89,9 +89,11 @@ impl Task for Demo {
         };
         let summary = train::<B>(&cfg, &opts, &device)?;
         // Evaluate the best adapter on the validation split, at the original resolution.
-        let sam = load_trained::<B>(&cfg, &cfg.out.join(BEST_DIR), false, &device)?.valid();
+        let sam =
+            load_trained::<B, salt_sam::Sam<B>>(&cfg, &cfg.out.join(BEST_DIR), false, &device)?
+                .valid();
         let val = VesselDataset::open(&cfg.data, Split::Val)?;
-        let (acc, rows) = evaluate_sam(
+        let (acc, rows) = evaluate(
             &sam,
             val.items(),
             Protocol::Original,

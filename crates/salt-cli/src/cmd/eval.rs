@@ -9,14 +9,14 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use salt_core::AdapterManifest;
 use salt_data::{Preprocess, Split, VesselBatcher, VesselDataset};
 use salt_metrics::{Accumulator, DistanceDefinition, MetricOptions};
 
 use crate::backend::{dispatch_in, DeviceSpec, Task};
 use crate::train::config::TrainConfig;
+use crate::train::model::{with_model, ModelTask, Segmenter};
 use crate::train::qualitative::{figure, png_bytes, predict_item};
 use crate::train::run::load_trained;
 
@@ -155,11 +155,11 @@ pub fn run_config(adapter: &std::path::Path, checkpoint: Option<PathBuf>) -> Res
 /// An item with its predicted mask, for [`figure`].
 pub type FigureRow<'a> = (&'a salt_data::VesselItem, Vec<bool>);
 
-/// Evaluates `sam` on `items` under `protocol`; writes each predicted mask (original size) to
+/// Evaluates `model` on `items` under `protocol`; writes each predicted mask (original size) to
 /// `masks_dir` as `<id>_mask.png` when given, and returns the accumulated metrics and the first
 /// `figure_rows` predictions for a figure.
-pub fn evaluate_sam<'a, B: burn::tensor::backend::Backend>(
-    sam: &salt_sam::Sam<B>,
+pub fn evaluate<'a, B: burn::tensor::backend::Backend, M: Segmenter<B>>(
+    model: &M,
     items: &'a [salt_data::VesselItem],
     protocol: Protocol,
     opts: &MetricOptions,
@@ -170,11 +170,11 @@ pub fn evaluate_sam<'a, B: burn::tensor::backend::Backend>(
     let mut acc = Accumulator::new();
     let mut rows = Vec::new();
     let pre = Preprocess {
-        size: sam.img_size(),
+        size: model.input_size(),
         ..Default::default()
     };
     for (i, item) in items.iter().enumerate() {
-        let pred = predict_item(sam, item, device)?;
+        let pred = predict_item(model, item, device)?;
         let (h, w) = item.original_size;
         if let Some(dir) = masks_dir {
             let pm = salt_data::Mask {
@@ -195,8 +195,8 @@ pub fn evaluate_sam<'a, B: burn::tensor::backend::Backend>(
                 use burn::data::dataloader::batcher::Batcher;
                 let batch: salt_data::VesselBatch<B> =
                     VesselBatcher::eval(pre).batch(vec![item.clone()], device);
-                let s = sam.img_size();
-                let logits = crate::train::run::forward_logits(sam, batch.images)?;
+                let s = model.input_size();
+                let logits = model.logits(batch.images)?;
                 let z: Vec<f32> = logits
                     .into_data()
                     .convert::<f32>()
@@ -236,13 +236,6 @@ impl Task for Eval {
     type Output = salt_metrics::Report;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<salt_metrics::Report> {
         let Eval(args, cfg, split, opts) = self;
-        let sam = load_trained::<B>(
-            &cfg,
-            &args.trained.adapter,
-            args.trained.allow_base_mismatch,
-            &device,
-        )?
-        .valid();
         let data = VesselDataset::open(&args.data, split).with_context(|| {
             format!(
                 "opening the {} split of {}",
@@ -251,15 +244,44 @@ impl Task for Eval {
             )
         })?;
         let masks_dir = args.out.join("masks");
-        let (acc, rows) = evaluate_sam(
-            &sam,
-            data.items(),
-            args.protocol,
-            &opts,
-            Some(&masks_dir),
-            args.figure_rows,
-            &device,
-        )?;
+        // Inference only: the model on the inner backend, no autodiff graph.
+        struct Run<'a, B: Backend> {
+            args: &'a Args,
+            cfg: &'a TrainConfig,
+            items: &'a [salt_data::VesselItem],
+            opts: &'a MetricOptions,
+            masks_dir: &'a std::path::Path,
+            device: &'a B::Device,
+        }
+        impl<'a, B: Backend> ModelTask<B> for Run<'a, B> {
+            type Output = (Accumulator, Vec<FigureRow<'a>>);
+            fn run<M: Segmenter<B>>(self) -> Result<Self::Output> {
+                let model = load_trained::<B, M>(
+                    self.cfg,
+                    &self.args.trained.adapter,
+                    self.args.trained.allow_base_mismatch,
+                    self.device,
+                )?;
+                evaluate(
+                    &model,
+                    self.items,
+                    self.args.protocol,
+                    self.opts,
+                    Some(self.masks_dir),
+                    self.args.figure_rows,
+                    self.device,
+                )
+            }
+        }
+        let run = Run::<B::InnerBackend> {
+            args: &args,
+            cfg: &cfg,
+            items: data.items(),
+            opts: &opts,
+            masks_dir: &masks_dir,
+            device: &device,
+        };
+        let (acc, rows) = with_model(&cfg.model, run)?;
         salt_core::write_atomic(
             &args.out.join("qualitative.png"),
             &png_bytes(&figure(&rows))?,

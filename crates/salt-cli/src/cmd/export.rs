@@ -10,10 +10,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::cmd::eval::{run_config, AdapterArgs};
+use crate::train::config::TrainConfig;
+use crate::train::model::{with_model, ExportReport, ModelTask, Segmenter};
 use crate::train::run::load_trained;
 
 /// The checkpoint-header key naming the model preset; `salt predict` reads it.
@@ -88,11 +90,6 @@ pub fn export_merged(
     salt_sam::check_save_path(out)?;
     let cfg = run_config(adapter, checkpoint)?;
     type B = burn::backend::NdArray<f32>;
-    let mut sam = load_trained::<B>(&cfg, adapter, allow_base_mismatch, &Default::default())?;
-    let merged_layers = salt_core::merge(&mut sam);
-    // W + ΔW can overflow although both are finite: never write such a model.
-    salt_core::check_finite::<B, _>(&sam, adapter)
-        .context("the merged weights are not finite; nothing was written")?;
     let method = clap::ValueEnum::to_possible_value(&cfg.method)
         .map(|v| v.get_name().to_string())
         .unwrap_or_default();
@@ -101,7 +98,6 @@ pub fn export_merged(
         (MODEL_KEY.to_string(), cfg.model.clone()),
         ("salt.method".to_string(), method.clone()),
         ("salt.adapter".to_string(), adapter.display().to_string()),
-        ("salt.merged_layers".to_string(), merged_layers.to_string()),
         // Trained on min–max scaled images: `salt predict` does the same for this file.
         (PREPROCESS_KEY.to_string(), "paper".to_string()),
         (
@@ -117,15 +113,40 @@ pub fn export_merged(
         "salt.base".into(),
         crate::train::run::base_identity(&cfg)?.id,
     );
-    let report = salt_sam::save_checkpoint(&sam, out, &metadata)
-        .with_context(|| format!("writing the merged model {}", out.display()))?;
+    struct Export<'a> {
+        cfg: &'a TrainConfig,
+        adapter: &'a Path,
+        allow_base_mismatch: bool,
+        out: &'a Path,
+        metadata: BTreeMap<String, String>,
+    }
+    impl ModelTask<B> for Export<'_> {
+        type Output = ExportReport;
+        fn run<M: Segmenter<B>>(self) -> Result<ExportReport> {
+            let model = load_trained::<B, M>(
+                self.cfg,
+                self.adapter,
+                self.allow_base_mismatch,
+                &Default::default(),
+            )?;
+            model.export(self.out, self.adapter, self.metadata)
+        }
+    }
+    let export = Export {
+        cfg: &cfg,
+        adapter,
+        allow_base_mismatch,
+        out,
+        metadata,
+    };
+    let report = with_model(&cfg.model, export)?;
     Ok(ExportSummary {
         out: out.to_path_buf(),
         model: cfg.model,
         method,
         adapter: adapter.to_path_buf(),
         base_checkpoint: cfg.checkpoint,
-        merged_layers,
+        merged_layers: report.merged_layers,
         tensors: report.tensors,
         parameters: report.parameters,
         bytes: report.bytes,

@@ -213,7 +213,7 @@ impl Task for Predict {
 fn load_model<B: Backend>(args: &Args, device: &B::Device) -> Result<(Sam<B>, String, bool)> {
     if let Some(dir) = &args.adapter {
         let cfg = run_config(dir, args.checkpoint.clone())?;
-        let mut sam = load_trained::<B>(&cfg, dir, args.allow_base_mismatch, device)?;
+        let mut sam: Sam<B> = load_trained(&cfg, dir, args.allow_base_mismatch, device)?;
         let merged = salt_core::merge(&mut sam);
         tracing::info!(adapter = %dir.display(), model = %cfg.model, merged, "adapter merged");
         return Ok((sam, cfg.model, true));

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod loss;
 pub mod memory;
+pub mod model;
 pub mod qualitative;
 pub mod run;
 pub mod rundir;

@@ -5,25 +5,24 @@ use anyhow::Result;
 use burn::tensor::backend::Backend;
 use image::{Rgb, RgbImage};
 use salt_data::{Preprocess, VesselBatcher, VesselItem};
-use salt_sam::{Prompts, Sam};
+
+use super::model::{to_original, Segmenter};
 
 /// The predicted mask of `item` at its original size (`logit ≥ 0`, i.e. probability ≥ 0.5).
-pub fn predict_item<B: Backend>(
-    sam: &Sam<B>,
+pub fn predict_item<B: Backend, M: Segmenter<B>>(
+    model: &M,
     item: &VesselItem,
     device: &B::Device,
 ) -> Result<Vec<bool>> {
     use burn::data::dataloader::batcher::Batcher;
     let pre = Preprocess {
-        size: sam.img_size(),
+        size: model.input_size(),
         ..Default::default()
     };
     let batch: salt_data::VesselBatch<B> =
         VesselBatcher::eval(pre).batch(vec![item.clone()], device);
-    let emb = sam.image_embeddings(batch.images);
-    let out = sam.decode(emb, &Prompts::none(), false)?;
-    let (h, w) = item.original_size;
-    let logits = sam.postprocess_masks(out.low_res_logits, batch.resized_sizes[0], (h, w));
+    let logits = model.logits(batch.images)?;
+    let logits = to_original(logits, batch.resized_sizes[0], item.original_size);
     let v: Vec<f32> = logits
         .into_data()
         .convert::<f32>()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
@@ -24,7 +24,11 @@ use salt_core::{
 };
 use salt_data::{dataloader, Preprocess, VesselBatcher, VesselDataset};
 use salt_metrics::{Accumulator, MetricOptions};
-use salt_sam::{Prompts, Sam, SamConfig};
+use salt_sam::{Sam, SamConfig};
+
+use super::model::{
+    to_original, with_train_model, ModelFamily, Segmenter, TrainModelTask, TrainSegmenter,
+};
 
 use super::config::TrainConfig;
 use super::loss::LossConfig;
@@ -264,45 +268,29 @@ pub fn base_identity(cfg: &TrainConfig) -> Result<BaseIdentity> {
 /// Rebuilds the model of `cfg` and loads the trained tensors saved in the adapter directory
 /// `dir` (e.g. a run's `best/`), after checking that `cfg`'s base is the one the adapter was
 /// trained on (`allow_base_mismatch`: warn instead).
-pub fn load_trained<B: Backend>(
+pub fn load_trained<B: Backend, M: Segmenter<B>>(
     cfg: &TrainConfig,
     dir: &Path,
     allow_base_mismatch: bool,
     device: &B::Device,
-) -> Result<Sam<B>> {
+) -> Result<M> {
     let manifest = AdapterManifest::read(dir)?;
     manifest.check_base(dir, &base_identity(cfg)?, allow_base_mismatch)?;
-    let (sam, policy, _) = build_model::<B>(cfg, device)?;
+    let (sam, policy, _) = M::build(cfg, device)?;
     let tensors = AdapterTensors::read(dir)?;
     load_adapter_tensors::<B, _>(sam, &policy, &tensors)
         .with_context(|| format!("loading adapter {}", dir.display()))
 }
 
-/// Forward pass to logits at model resolution.
-///
-/// # Shapes
-/// `images: [n, 3, S, S]` → `[n, 1, S, S]`.
-pub fn forward_logits<B: Backend>(sam: &Sam<B>, images: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
-    let s = sam.img_size();
-    let emb = sam.image_embeddings(images);
-    let out = sam
-        .decode(emb, &Prompts::none(), false)
-        .context("decoding masks")?;
-    Ok(super::upsample::upsample_bilinear(
-        out.low_res_logits,
-        [s, s],
-    ))
-}
-
 /// Validation: Dice/HD95 at the original resolution through salt-metrics.
-pub fn validate<B: Backend>(
-    sam: &Sam<B>,
+pub fn validate<B: Backend, M: Segmenter<B>>(
+    model: &M,
     data: &VesselDataset,
     batch_size: usize,
     device: &B::Device,
 ) -> Result<Accumulator> {
     let pre = Preprocess {
-        size: sam.img_size(),
+        size: model.input_size(),
         ..Default::default()
     };
     let targets: HashMap<String, salt_metrics::Mask> = data
@@ -328,19 +316,13 @@ pub fn validate<B: Backend>(
     );
     let mut acc = Accumulator::new();
     for batch in loader.iter() {
-        let emb = sam.image_embeddings(batch.images);
-        let out = sam
-            .decode(emb, &Prompts::none(), false)
-            .context("decoding masks")?;
+        let out = model.logits(batch.images)?; // [n, 1, S, S]
         for (i, id) in batch.ids.iter().enumerate() {
-            let [n, m, h, w] = out.low_res_logits.dims();
+            let [n, m, h, w] = out.dims();
             debug_assert!(i < n && m == 1);
-            let low = out
-                .low_res_logits
-                .clone()
-                .slice([i..i + 1, 0..1, 0..h, 0..w]);
+            let one = out.clone().slice([i..i + 1, 0..1, 0..h, 0..w]);
             let (oh, ow) = batch.original_sizes[i];
-            let logits = sam.postprocess_masks(low, batch.resized_sizes[i], (oh, ow));
+            let logits = to_original(one, batch.resized_sizes[i], (oh, ow));
             let v: Vec<f32> = logits
                 .into_data()
                 .convert::<f32>()
@@ -518,13 +500,31 @@ pub fn train<B: AutodiffBackend>(
     opts: &RunOptions,
     device: &B::Device,
 ) -> Result<TrainSummary> {
+    struct Train<'a, B: AutodiffBackend>(&'a TrainConfig, &'a RunOptions, &'a B::Device);
+    impl<B: AutodiffBackend> TrainModelTask<B> for Train<'_, B> {
+        type Output = TrainSummary;
+        fn run<M: TrainSegmenter<B>>(self) -> Result<TrainSummary> {
+            train_model::<B, M>(self.0, self.1, self.2)
+        }
+    }
+    with_train_model(&cfg.model, Train::<B>(cfg, opts, device))
+}
+
+/// [`train`] of the model type `M`.
+fn train_model<B: AutodiffBackend, M: TrainSegmenter<B>>(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    device: &B::Device,
+) -> Result<TrainSummary> {
     let out = cfg.out.clone();
     // Held until this function returns: one training per directory.
     let _lock = open_run_dir(cfg, opts)?;
     let (train_set, val_set) = open_data(cfg)?;
-    super::memory::check_batch(&model_config(&cfg.model)?, cfg.batch_size, &cfg.device)?;
+    if ModelFamily::of(&cfg.model)? == ModelFamily::Sam {
+        super::memory::check_batch(&model_config(&cfg.model)?, cfg.batch_size, &cfg.device)?;
+    }
     let base = base_identity(cfg)?;
-    let mut run = Run::<B>::build(cfg, device)?;
+    let mut run = Run::<B, M>::build(cfg, device)?;
     if opts.resume {
         run.resume(cfg, &base, opts.allow_base_mismatch, device)?;
     }
@@ -539,7 +539,7 @@ pub fn train<B: AutodiffBackend>(
     for epoch in run.state.epoch + 1..=cfg.epochs {
         let t0 = Instant::now();
         let losses = run.train_epoch(cfg, opts, &train_set, epoch, device)?;
-        let acc = validate(&run.sam.valid(), &val_set, cfg.batch_size, device)?;
+        let acc = validate(&run.model.valid(), &val_set, cfg.batch_size, device)?;
         let record = losses.record(epoch, run.state.step, &acc, t0.elapsed().as_secs_f64());
         tracing::info!(
             epoch,
@@ -558,7 +558,7 @@ pub fn train<B: AutodiffBackend>(
         }
     }
     let train_dice = if opts.eval_train {
-        validate(&run.sam.valid(), &train_set, cfg.batch_size, device)?
+        validate(&run.model.valid(), &train_set, cfg.batch_size, device)?
             .summary()
             .dice
             .mean
@@ -638,20 +638,20 @@ fn open_data(cfg: &TrainConfig) -> Result<(VesselDataset, VesselDataset)> {
 }
 
 /// A training run in memory: the model, its optimizer and the state saved with `last/`.
-struct Run<B: AutodiffBackend> {
-    sam: Sam<B>,
-    optim: OptimizerAdaptor<AdamW, Sam<B>, B>,
+struct Run<B: AutodiffBackend, M: TrainSegmenter<B>> {
+    model: M,
+    optim: OptimizerAdaptor<AdamW, M, B>,
     policy: TrainablePolicy,
     params: ParamReport,
     adapted: usize,
     state: TrainState,
 }
 
-impl<B: AutodiffBackend> Run<B> {
+impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
     /// The model of `cfg` (see [`build_model`]) with a fresh AdamW and an empty history.
     fn build(cfg: &TrainConfig, device: &B::Device) -> Result<Self> {
-        let (sam, policy, adapted) = build_model::<B>(cfg, device)?;
-        let params = ParamReport::new::<B, _>(&sam, &policy, 0);
+        let (model, policy, adapted) = M::build(cfg, device)?;
+        let params = ParamReport::new::<B, _>(&model, &policy, 0);
         tracing::info!(
             trainable = params.trainable,
             total = params.total,
@@ -661,7 +661,7 @@ impl<B: AutodiffBackend> Run<B> {
         );
         let optim = AdamWConfig::new()
             .with_weight_decay(cfg.weight_decay as f32)
-            .init::<B, Sam<B>>();
+            .init::<B, M>();
         let state = TrainState {
             epoch: 0,
             step: 0,
@@ -672,7 +672,7 @@ impl<B: AutodiffBackend> Run<B> {
             early_losses: Vec::new(),
         };
         Ok(Self {
-            sam,
+            model,
             optim,
             policy,
             params,
@@ -697,8 +697,8 @@ impl<B: AutodiffBackend> Run<B> {
         self.state = serde_json::from_str(&text)
             .with_context(|| format!("parsing {}", last.join(STATE_FILE).display()))?;
         let tensors = AdapterTensors::read(&last)?;
-        let sam = load_adapter_tensors::<B, _>(self.sam.clone(), &self.policy, &tensors)?;
-        self.sam = sam.map(&mut IdSetter {
+        let model = load_adapter_tensors::<B, _>(self.model.clone(), &self.policy, &tensors)?;
+        self.model = model.map(&mut IdSetter {
             path: Vec::new(),
             ids: &self.state.param_ids,
         });
@@ -725,7 +725,7 @@ impl<B: AutodiffBackend> Run<B> {
     ) -> Result<EpochLosses> {
         B::seed(device, seed_for(cfg.seed, epoch, 1));
         let pre = Preprocess {
-            size: self.sam.img_size(),
+            size: self.model.input_size(),
             ..Default::default()
         };
         let batcher = if cfg.augment {
@@ -781,7 +781,7 @@ impl<B: AutodiffBackend> Run<B> {
         batch: salt_data::VesselBatch<B>,
         lr: f64,
     ) -> Result<(usize, Tensor<B, 1>)> {
-        let logits = forward_logits(&self.sam, batch.images)?;
+        let logits = self.model.logits(batch.images)?;
         let terms = loss_cfg.forward(logits, batch.masks);
         let row = Tensor::cat(
             vec![
@@ -791,8 +791,8 @@ impl<B: AutodiffBackend> Run<B> {
             ],
             0,
         );
-        let grads = GradientsParams::from_grads(terms.total.backward(), &self.sam);
-        self.sam = self.optim.step(lr, self.sam.clone(), grads);
+        let grads = GradientsParams::from_grads(terms.total.backward(), &self.model);
+        self.model = self.optim.step(lr, self.model.clone(), grads);
         self.state.step += 1;
         Ok((self.state.step, row))
     }
@@ -827,13 +827,13 @@ impl<B: AutodiffBackend> Run<B> {
             )
         };
         let last = staging(out, LAST_DIR)?;
-        save_adapter::<B, _>(&self.sam, &manifest, &last).with_context(not_finite)?;
+        save_adapter::<B, _>(&self.model, &manifest, &last).with_context(not_finite)?;
         fault_point();
         let mut ids = IdCollector {
             path: Vec::new(),
             ids: BTreeMap::new(),
         };
-        self.sam.visit(&mut ids);
+        self.model.visit(&mut ids);
         self.state.param_ids = ids.ids;
         let optim_bytes = BinBytesRecorder::<FullPrecisionSettings>::default()
             .record(self.optim.to_record(), ())
@@ -857,7 +857,7 @@ impl<B: AutodiffBackend> Run<B> {
         fault_point();
         if better {
             let best = staging(out, BEST_DIR)?;
-            save_adapter::<B, _>(&self.sam, &manifest, &best)?;
+            save_adapter::<B, _>(&self.model, &manifest, &best)?;
             fault_point();
             publish(&best, out, BEST_DIR)?;
         }
