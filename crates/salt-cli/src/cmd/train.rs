@@ -86,6 +86,9 @@ pub struct Args {
     /// Output directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Training loss: dice+focal (the paper's, used by every Table 1 row), dice, or dice+bce.
+    #[arg(long, value_enum)]
+    pub loss: Option<crate::train::loss::LossKind>,
     /// Turn off train-time augmentation.
     #[arg(long)]
     pub no_augment: bool,
@@ -120,6 +123,7 @@ impl Args {
             seed,
             device,
             precision,
+            loss,
             out,
             max_steps
         );

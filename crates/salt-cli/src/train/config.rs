@@ -87,6 +87,8 @@ pub struct TrainConfig {
     /// Training batches prepared ahead (augmented, pre-processed) on a background thread while
     /// the device trains; 0 = prepared in the training thread. The batches do not depend on it.
     pub workers: usize,
+    /// Training loss: `dice+focal` (the paper's), `dice` or `dice+bce`.
+    pub loss: super::loss::LossKind,
     /// Train-time augmentation (the paper's flip / rotation / brightness).
     pub augment: bool,
     /// Stop after this many optimizer steps in total (0 = no limit); for smoke runs.
@@ -117,6 +119,7 @@ impl Default for TrainConfig {
             precision: salt_core::Precision::F32,
             out: PathBuf::from("runs/salt"),
             workers: 2,
+            loss: super::loss::LossKind::DiceFocal,
             augment: true,
             max_steps: 0,
         }

@@ -1,5 +1,5 @@
 //! The paper's training loss: batch-global Dice (smooth 1) + focal loss (α 0.75, γ 3), both
-//! computed from logits.
+//! computed from logits; also Dice alone and Dice + BCE (`--loss`), for the baselines' rows.
 //!
 //! The authors' focal loss applies BCE-with-logits to probabilities (a bug, reference §4); this
 //! one is torchvision's `sigmoid_focal_loss` on the logits, in a numerically stable form
@@ -9,9 +9,29 @@ use burn::tensor::activation::{log_sigmoid, sigmoid};
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
+/// Which terms the training loss has (`--loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+pub enum LossKind {
+    /// Batch-global soft Dice only.
+    #[serde(rename = "dice")]
+    #[value(name = "dice")]
+    Dice,
+    /// Dice + focal: the paper's loss (every Table 1 row uses it).
+    #[default]
+    #[serde(rename = "dice+focal")]
+    #[value(name = "dice+focal")]
+    DiceFocal,
+    /// Dice + binary cross-entropy (mean over pixels), the usual U-Net recipe.
+    #[serde(rename = "dice+bce")]
+    #[value(name = "dice+bce")]
+    DiceBce,
+}
+
 /// Weights and hyper-parameters of the loss.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossConfig {
+    /// The terms.
+    pub kind: LossKind,
     /// Smoothing of the Dice term (the paper: 1).
     pub dice_smooth: f64,
     /// Focal α: weight of the positive class (the paper: 0.75).
@@ -22,16 +42,20 @@ pub struct LossConfig {
     pub dice_weight: f64,
     /// Weight of the focal term.
     pub focal_weight: f64,
+    /// Weight of the BCE term.
+    pub bce_weight: f64,
 }
 
 impl Default for LossConfig {
     fn default() -> Self {
         Self {
+            kind: LossKind::DiceFocal,
             dice_smooth: 1.0,
             focal_alpha: 0.75,
             focal_gamma: 3.0,
             dice_weight: 1.0,
             focal_weight: 1.0,
+            bce_weight: 1.0,
         }
     }
 }
@@ -39,12 +63,25 @@ impl Default for LossConfig {
 /// The loss terms of one batch.
 #[derive(Debug, Clone)]
 pub struct LossTerms<B: Backend> {
-    /// `dice_weight · dice + focal_weight · focal`, a scalar.
+    /// The weighted sum of the kind's terms, a scalar.
     pub total: Tensor<B, 1>,
     /// Batch-global soft Dice loss.
     pub dice: Tensor<B, 1>,
-    /// Mean focal loss.
+    /// Mean focal loss (0 unless the kind has it).
     pub focal: Tensor<B, 1>,
+    /// Mean binary cross-entropy (0 unless the kind has it).
+    pub bce: Tensor<B, 1>,
+}
+
+/// Mean binary cross-entropy on logits, `−y·log σ(z) − (1−y)·log σ(−z)`, stable for any z.
+pub fn bce_loss<B: Backend, const D: usize>(
+    logits: Tensor<B, D>,
+    targets: Tensor<B, D>,
+) -> Tensor<B, 1> {
+    let log_p = log_sigmoid(logits.clone());
+    let log_1mp = log_sigmoid(logits.neg());
+    let one_minus_y = targets.clone().neg().add_scalar(1.0);
+    (targets * log_p + one_minus_y * log_1mp).neg().mean()
 }
 
 /// Batch-global soft Dice loss `1 − (2Σyp + s)/(Σy + Σp + s)` with `p = σ(logits)`.
@@ -86,17 +123,33 @@ pub fn focal_loss<B: Backend, const D: usize>(
 }
 
 impl LossConfig {
-    /// Both terms and their weighted sum.
+    /// The kind's terms and their weighted sum.
     pub fn forward<B: Backend, const D: usize>(
         &self,
         logits: Tensor<B, D>,
         targets: Tensor<B, D>,
     ) -> LossTerms<B> {
+        let zero = || Tensor::<B, 1>::zeros([1], &logits.device());
         let dice = dice_loss(logits.clone(), targets.clone(), self.dice_smooth);
-        let focal = focal_loss(logits, targets, self.focal_alpha, self.focal_gamma);
-        let total =
-            dice.clone().mul_scalar(self.dice_weight) + focal.clone().mul_scalar(self.focal_weight);
-        LossTerms { total, dice, focal }
+        let mut total = dice.clone().mul_scalar(self.dice_weight);
+        let (mut focal, mut bce) = (zero(), zero());
+        match self.kind {
+            LossKind::Dice => {}
+            LossKind::DiceFocal => {
+                focal = focal_loss(logits, targets, self.focal_alpha, self.focal_gamma);
+                total = total + focal.clone().mul_scalar(self.focal_weight);
+            }
+            LossKind::DiceBce => {
+                bce = bce_loss(logits, targets);
+                total = total + bce.clone().mul_scalar(self.bce_weight);
+            }
+        }
+        LossTerms {
+            total,
+            dice,
+            focal,
+            bce,
+        }
     }
 }
 
@@ -131,6 +184,41 @@ mod tests {
             1.0 - (2.0 * inter + 1.0) / (y.iter().sum::<f64>() + p.iter().sum::<f64>() + 1.0);
         let got = scalar(dice_loss(logits, targets, 1.0));
         assert!((got - expected).abs() < LOSS_TOL, "{got} vs {expected}");
+    }
+
+    #[test]
+    fn bce_and_the_loss_kinds_match_hand_computation() {
+        let d = Default::default();
+        let z = [2.0, -1.0, 0.5, -30.0];
+        let y = [1.0, 0.0, 0.3, 0.0];
+        let logits = Tensor::<TestBackend, 1>::from_floats(z.map(|v| v as f32), &d);
+        let targets = Tensor::<TestBackend, 1>::from_floats(y.map(|v| v as f32), &d);
+        // −y·ln σ(z) − (1−y)·ln(1 − σ(z)), with ln(1 − σ(z)) = ln σ(−z).
+        let expected: f64 = z
+            .iter()
+            .zip(&y)
+            .map(|(&z, &y)| -(y * sig(z).ln() + (1.0 - y) * sig(-z).ln()))
+            .sum::<f64>()
+            / 4.0;
+        let got = scalar(bce_loss(logits.clone(), targets.clone()));
+        assert!((got - expected).abs() < LOSS_TOL, "{got} vs {expected}");
+        let dice = scalar(dice_loss(logits.clone(), targets.clone(), 1.0));
+        for (kind, extra) in [
+            (LossKind::Dice, 0.0),
+            (LossKind::DiceBce, expected),
+            (
+                LossKind::DiceFocal,
+                scalar(focal_loss(logits.clone(), targets.clone(), 0.75, 3.0)),
+            ),
+        ] {
+            let cfg = LossConfig {
+                kind,
+                ..LossConfig::default()
+            };
+            let t = cfg.forward(logits.clone(), targets.clone());
+            let total = scalar(t.total);
+            assert!((total - dice - extra).abs() < LOSS_TOL, "{kind:?}: {total}");
+        }
     }
 
     #[test]

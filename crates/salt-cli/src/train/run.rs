@@ -98,6 +98,9 @@ pub struct EpochRecord {
     pub train_dice_loss: f64,
     /// Mean training focal loss term.
     pub train_focal_loss: f64,
+    /// Mean training BCE loss term (`--loss dice+bce`; 0 otherwise).
+    #[serde(default)]
+    pub train_bce_loss: f64,
     /// Mean validation Dice (original resolution).
     pub val_dice: Option<f64>,
     /// Mean validation HD95 over images where both masks are non-empty.
@@ -342,10 +345,10 @@ pub fn validate<B: Backend, M: Segmenter<B>>(
 
 fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
     let f = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
-    let mut s = String::from("epoch,step,lr,train_loss,train_dice_loss,train_focal_loss,val_dice,val_hd95,val_empty,seconds\n");
+    let mut s = String::from("epoch,step,lr,train_loss,train_dice_loss,train_focal_loss,val_dice,val_hd95,val_empty,seconds,train_bce_loss\n");
     for r in history {
         s.push_str(&format!(
-            "{},{},{:e},{:.6},{:.6},{:.6},{},{},{},{:.2}\n",
+            "{},{},{:e},{:.6},{:.6},{:.6},{},{},{},{:.2},{:.6}\n",
             r.epoch,
             r.step,
             r.lr,
@@ -355,7 +358,8 @@ fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
             f(r.val_dice),
             f(r.val_hd95),
             r.val_empty,
-            r.seconds
+            r.seconds,
+            r.train_bce_loss
         ));
     }
     salt_core::write_atomic(path, s.as_bytes())?;
@@ -744,7 +748,10 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
         let t0 = Instant::now();
         let mut losses = EpochLosses::default();
         let mut window = Vec::with_capacity(LOSS_WINDOW);
-        let loss_cfg = LossConfig::default();
+        let loss_cfg = LossConfig {
+            kind: cfg.loss,
+            ..LossConfig::default()
+        };
         salt_data::with_prefetch(train_set, &batcher, &order, cfg.workers, |batches| {
             for host in batches {
                 losses.lr = learning_rate(
@@ -774,7 +781,7 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
     }
 
     /// Forward, loss, backward and AdamW on one batch. Returns the step number and the detached
-    /// `[total, dice, focal]` loss terms, still on the device.
+    /// `[total, dice, focal, bce]` loss terms, still on the device.
     fn step(
         &mut self,
         loss_cfg: &LossConfig,
@@ -788,6 +795,7 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
                 terms.total.clone().detach().reshape([1]),
                 terms.dice.detach().reshape([1]),
                 terms.focal.detach().reshape([1]),
+                terms.bce.detach().reshape([1]),
             ],
             0,
         );
@@ -893,6 +901,7 @@ struct EpochLosses {
     total: f64,
     dice: f64,
     focal: f64,
+    bce: f64,
     steps: usize,
     images: usize,
     /// Learning rate of the latest step.
@@ -918,11 +927,12 @@ impl EpochLosses {
             .convert::<f64>()
             .into_vec()
             .map_err(|e| anyhow::anyhow!("reading the losses back: {e:?}"))?;
-        for (step, terms) in steps.into_iter().zip(values.chunks_exact(3)) {
+        for (step, terms) in steps.into_iter().zip(values.chunks_exact(4)) {
             check_loss(terms[0], &mut state.early_losses, step, epoch, out)?;
             self.total += terms[0];
             self.dice += terms[1];
             self.focal += terms[2];
+            self.bce += terms[3];
             self.steps += 1;
         }
         Ok(())
@@ -943,6 +953,7 @@ impl EpochLosses {
             train_loss: self.total / n,
             train_dice_loss: self.dice / n,
             train_focal_loss: self.focal / n,
+            train_bce_loss: self.bce / n,
             val_dice: summary.dice.mean,
             val_hd95: summary.hd95.mean,
             val_empty: summary.empty.pred + summary.empty.target + summary.empty.both,
