@@ -36,6 +36,9 @@ enum Command {
     Predict(cmd::predict::Args),
     /// Dice, IoU, HD, HD95, ASSD and clDice of predicted masks against targets.
     Metrics(cmd::metrics::Args),
+    /// Every model preset (SAM and the Table 1 baselines) with total and trainable parameters
+    /// per method.
+    Models(cmd::models::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Data(args) => cmd::data::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Metrics(args) => cmd::metrics::run(args),
+        Command::Models(args) => cmd::models::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -174,6 +174,84 @@ pub fn inject<B: Backend, M: VisitAdaptable<B>>(
     Ok(adapted)
 }
 
+/// The trainable parameters [`inject`] would attach for `config`, from the layer shapes alone
+/// (no SVD): SALT `2r + 2q(k − r)`, S-SAM `2k`, LoRA `rank·(rows + cols)` per targeted layer of
+/// shape `rows × cols`, `k = min(rows, cols)`. Same errors as [`inject`] for a target that
+/// matches nothing or a rank that does not fit.
+pub fn adapter_param_count<B: Backend, M: VisitAdaptable<B>>(
+    model: &mut M,
+    config: &AdapterConfig,
+) -> Result<usize> {
+    validate(config)?;
+    let mut total = 0;
+    let mut matched = 0;
+    let mut all = 0;
+    let mut first_err = None;
+    model.visit_adaptable("", &mut |path, layer| {
+        all += 1;
+        if first_err.is_some() || !pattern::matches_any(&config.targets, path) {
+            return;
+        }
+        let [rows, cols] = layer.matrix_shape();
+        let k = rows.min(cols);
+        let too_large = |what, rank, expected: String| Error::RankTooLarge {
+            path: path.to_string(),
+            rows,
+            cols,
+            k,
+            what,
+            rank,
+            expected,
+        };
+        matched += 1;
+        total += match config.method {
+            Method::Salt {
+                svd_rank,
+                lora_rank,
+                ..
+            } => {
+                if svd_rank > k {
+                    first_err = Some(too_large("svd_rank", svd_rank, format!("at most k = {k}")));
+                    return;
+                }
+                if svd_rank < k && lora_rank > k - svd_rank {
+                    first_err = Some(too_large(
+                        "lora_rank",
+                        lora_rank,
+                        format!("at most k - svd_rank = {}", k - svd_rank),
+                    ));
+                    return;
+                }
+                let low_rank = if svd_rank < k {
+                    2 * lora_rank * (k - svd_rank)
+                } else {
+                    0
+                };
+                2 * svd_rank + low_rank
+            }
+            Method::Svd => 2 * k,
+            Method::Lora { rank, .. } => {
+                if rank > k {
+                    first_err = Some(too_large("rank", rank, format!("at most k = {k}")));
+                    return;
+                }
+                rank * (rows + cols)
+            }
+        };
+    });
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    if matched == 0 {
+        return Err(Error::NoTargetMatched {
+            patterns: config.targets.clone(),
+            available: all,
+            examples: "none".into(),
+        });
+    }
+    Ok(total)
+}
+
 /// Folds every adapter of `model` into its base weight: a plain model with no adapter cost.
 pub fn merge<B: Backend, M: VisitAdaptable<B>>(model: &mut M) -> usize {
     let mut n = 0;

@@ -44,7 +44,9 @@ pub use adapter::{join_path, AdaptableLayer, Adapter, LayerKind, VisitAdaptable}
 pub use config::{AdapterConfig, Method, SaltInit, TrainablePolicy};
 pub use conv::{AdaptableConv2d, AdaptableConv2dConfig};
 pub use error::{Error, Result};
-pub use inject::{adaptable_paths, build_adapter, inject, merge, AdaptedLayer};
+pub use inject::{
+    adaptable_paths, adapter_param_count, build_adapter, inject, merge, AdaptedLayer,
+};
 pub use io::{
     check_finite, first_non_finite, load_adapter_tensors, save_adapter, sha256_file,
     sha256_file_cached, trainable_tensors, write_atomic, write_f32_safetensors, AdapterManifest,

@@ -343,6 +343,10 @@ fn parameter_counts_match_hand_computed_values() {
             ),
         ] {
             let mut layer = Layer::<TestBackend>::new(shape, &device);
+            // The SVD-free count (`salt models`) equals what inject builds.
+            let counted =
+                salt_core::adapter_param_count(&mut layer, &all_targets(method.clone())).unwrap();
+            assert_eq!(counted, expected, "{name} {} counted", method.name());
             let adapted = inject(&mut layer, &all_targets(method.clone())).unwrap();
             assert_eq!(adapted.len(), 1);
             assert_eq!(

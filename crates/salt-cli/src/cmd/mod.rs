@@ -6,5 +6,6 @@ pub mod devices;
 pub mod eval;
 pub mod export;
 pub mod metrics;
+pub mod models;
 pub mod predict;
 pub mod train;

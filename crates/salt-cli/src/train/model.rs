@@ -163,6 +163,17 @@ pub fn with_model<B: Backend, T: ModelTask<B>>(name: &str, task: T) -> Result<T:
     }
 }
 
+/// Every preset name the commands take, SAM's first.
+pub const MODEL_NAMES: &[&str] = &[
+    "salt_paper",
+    "vit_b",
+    "vit_l",
+    "vit_h",
+    "small",
+    "tiny",
+    "tiny_salt_paper",
+];
+
 /// Which kind of model a preset name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelFamily {
