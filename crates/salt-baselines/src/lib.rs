@@ -7,7 +7,14 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod conv_bn;
+pub mod deeplabv3plus;
 pub mod error;
+pub mod params;
+pub mod resnet;
 
 pub use checkpoint::{load_state_dict, save_state_dict, KeyMap, LoadReport};
+pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use error::{Error, Result};
+pub use params::parameter_count;
+pub use resnet::{ResNet, ResNetConfig};
