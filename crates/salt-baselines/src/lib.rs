@@ -12,9 +12,11 @@ pub mod deeplabv3plus;
 pub mod error;
 pub mod params;
 pub mod resnet;
+pub mod segnet;
 
 pub use checkpoint::{load_state_dict, save_state_dict, KeyMap, LoadReport};
 pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use error::{Error, Result};
 pub use params::parameter_count;
 pub use resnet::{ResNet, ResNetConfig};
+pub use segnet::{SegNet, SegNetConfig};

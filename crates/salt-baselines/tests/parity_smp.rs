@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData};
 use burn_store::{ModuleSnapshot, ModuleStore};
 use salt_baselines::deeplabv3plus::{self, DeepLabV3Plus, DeepLabV3PlusConfig};
+use salt_baselines::segnet::{self, SegNet, SegNetConfig};
 use salt_baselines::{
     load_state_dict, parameter_count, save_state_dict, Error, KeyMap, ResNetConfig,
 };
@@ -318,4 +319,64 @@ fn full_deeplabv3plus_parity() {
         &Path::new(&root).join("deeplabv3plus"),
         DeepLabV3PlusConfig::paper(),
     );
+}
+
+// ------------------------------------------------------------------------------------------------
+// SegNet
+
+/// `SMALL["segnet"]` of the script.
+fn segnet_small() -> SegNetConfig {
+    SegNetConfig::new().with_channels([4, 8, 12, 16, 16])
+}
+
+fn segnet_parity(dir: &Path, config: SegNetConfig) -> SegNet<TestBackend> {
+    let device = Default::default();
+    let reference = Reference::read(dir);
+    let mut model: SegNet<TestBackend> = config.init(&device).unwrap();
+    assert_eq!(parameter_count(&model), reference.parameters());
+    let report =
+        load_state_dict(&mut model, &dir.join("model.safetensors"), &segnet::KEY_MAP).unwrap();
+    // One `num_batches_tracked` per BatchNorm (25 blocks).
+    assert_eq!(report.ignored, 25);
+
+    let out = model.forward_intermediates(reference.tensor("input"));
+    reference.check("encoder.4", out.encoder);
+    reference.check("decoder.0", out.decoder[0].clone());
+    reference.check("decoder.3", out.decoder[3].clone());
+    reference.check("logits", out.logits);
+    model
+}
+
+#[test]
+fn segnet_parity_and_save() {
+    let dir = fixtures("segnet");
+    let model = segnet_parity(&dir, segnet_small());
+    check_save_roundtrip(
+        &model,
+        &segnet::KEY_MAP,
+        &dir.join("model.safetensors"),
+        "segnet",
+    );
+}
+
+#[test]
+fn segnet_loader_errors() {
+    check_loader_errors(
+        || {
+            segnet_small()
+                .init::<TestBackend>(&Default::default())
+                .unwrap()
+        },
+        &segnet::KEY_MAP,
+        &fixtures("segnet").join("model.safetensors"),
+        ("decoder.2.1.bn.running_var", "decoder.2.1.bn.running_var"),
+        ("encoder.3.0.conv.weight", "encoder.3.0.conv.weight"),
+    );
+}
+
+#[test]
+#[ignore = "needs $SALT_BASELINE_FULL_FIXTURES from the script's --full mode"]
+fn full_segnet_parity() {
+    let root = std::env::var(FULL_FIXTURES_ENV).expect(FULL_FIXTURES_ENV);
+    segnet_parity(&Path::new(&root).join("segnet"), SegNetConfig::paper());
 }
