@@ -256,6 +256,30 @@ pub fn drop_path<B: Backend, const D: usize>(x: Tensor<B, D>, drop_prob: f64) ->
     x * (mask / keep)
 }
 
+/// smp's `SegmentationHead`: a convolution, then bilinear upsampling with `align_corners=True`
+/// (identity activation).
+#[derive(Module, Debug)]
+pub struct SegmentationHead<B: Backend> {
+    /// `segmentation_head.0`.
+    pub conv: Conv2d<B>,
+    /// Upsampling factor (1: none).
+    pub upsampling: usize,
+}
+
+impl<B: Backend> SegmentationHead<B> {
+    /// # Shapes
+    /// `[n, c, h, w]` → `[n, classes, h·upsampling, w·upsampling]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = self.conv.forward(x);
+        if self.upsampling > 1 {
+            let [_, _, h, w] = x.dims();
+            resize_bilinear(x, [h * self.upsampling, w * self.upsampling], true)
+        } else {
+            x
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,8 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::checkpoint::{load_state_dict, KeyMap, LoadReport};
 use crate::conv_bn::{
-    resize_bilinear, ConvBnRelu, ConvBnReluConfig, ConvSpec, SeparableConv2d, XAVIER_UNIFORM,
+    resize_bilinear, ConvBnRelu, ConvBnReluConfig, ConvSpec, SegmentationHead, SeparableConv2d,
+    XAVIER_UNIFORM,
 };
 use crate::error::Error;
 use crate::resnet::{ResNet, ResNetConfig, RESNET_KEY_MAP};
@@ -398,30 +399,6 @@ impl<B: Backend> SepConvBnRelu<B> {
     /// `[n, in, h, w]` → `[n, out, h, w]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         relu(self.bn.forward(self.conv.forward(x)))
-    }
-}
-
-/// smp's `SegmentationHead`: a convolution, then bilinear upsampling with `align_corners=True`
-/// (identity activation).
-#[derive(Module, Debug)]
-pub struct SegmentationHead<B: Backend> {
-    /// `segmentation_head.0`.
-    pub conv: Conv2d<B>,
-    /// Upsampling factor (1: none).
-    pub upsampling: usize,
-}
-
-impl<B: Backend> SegmentationHead<B> {
-    /// # Shapes
-    /// `[n, c, h, w]` → `[n, classes, h·upsampling, w·upsampling]`.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.conv.forward(x);
-        if self.upsampling > 1 {
-            let [_, _, h, w] = x.dims();
-            resize_bilinear(x, [h * self.upsampling, w * self.upsampling], true)
-        } else {
-            x
-        }
     }
 }
 

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData};
 use burn_store::{ModuleSnapshot, ModuleStore};
 use salt_baselines::deeplabv3plus::{self, DeepLabV3Plus, DeepLabV3PlusConfig};
+use salt_baselines::mit::MixVisionTransformerConfig;
+use salt_baselines::segformer::{self, Segformer, SegformerConfig};
 use salt_baselines::segnet::{self, SegNet, SegNetConfig};
 use salt_baselines::{
     load_state_dict, parameter_count, save_state_dict, Error, KeyMap, ResNetConfig,
@@ -379,4 +381,101 @@ fn segnet_loader_errors() {
 fn full_segnet_parity() {
     let root = std::env::var(FULL_FIXTURES_ENV).expect(FULL_FIXTURES_ENV);
     segnet_parity(&Path::new(&root).join("segnet"), SegNetConfig::paper());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Segformer
+
+/// `SMALL["segformer"]` of the script.
+fn segformer_small() -> SegformerConfig {
+    SegformerConfig::new(
+        MixVisionTransformerConfig::new([8, 16, 24, 32], [1, 2, 3, 4], [2, 1, 1, 2])
+            .with_mlp_ratios([4, 4, 4, 4])
+            .with_sr_ratios([8, 4, 2, 1]),
+    )
+    .with_decoder_segmentation_channels(16)
+}
+
+fn segformer_parity(dir: &Path, config: SegformerConfig) -> Segformer<TestBackend> {
+    let device = Default::default();
+    let reference = Reference::read(dir);
+    let mut model: Segformer<TestBackend> = config.init(&device).unwrap();
+    assert_eq!(parameter_count(&model), reference.parameters());
+    let report = load_state_dict(
+        &mut model,
+        &dir.join("model.safetensors"),
+        &segformer::KEY_MAP,
+    )
+    .unwrap();
+    // The decoder's one BatchNorm.
+    assert_eq!(report.ignored, 1);
+
+    let x = reference.tensor("input");
+    let [_, _, h, w] = x.dims();
+    let features = model.encoder.forward(x.clone());
+    for (i, f) in features.iter().enumerate() {
+        reference.check(&format!("features.{i}"), f.clone());
+    }
+    reference.check("decoder", model.decoder.forward(&features, [h / 4, w / 4]));
+    reference.check("logits", model.forward(x));
+    model
+}
+
+#[test]
+fn segformer_parity_and_save() {
+    let dir = fixtures("segformer");
+    let model = segformer_parity(&dir, segformer_small());
+    check_save_roundtrip(
+        &model,
+        &segformer::KEY_MAP,
+        &dir.join("model.safetensors"),
+        "segformer",
+    );
+}
+
+#[test]
+fn segformer_encoder_weights() {
+    let dir = fixtures("segformer");
+    let reference = Reference::read(&dir);
+    let mut model = segformer_small()
+        .init::<TestBackend>(&Default::default())
+        .unwrap();
+    let report =
+        segformer::load_encoder_weights(&mut model, &dir.join("encoder_weights.pth")).unwrap();
+    // `head.weight` and `head.bias`.
+    assert_eq!(report.ignored, 2);
+    let features = model.encoder.forward(reference.tensor("input"));
+    reference.check("features.0", features[0].clone());
+    reference.check("features.3", features[3].clone());
+}
+
+#[test]
+fn segformer_loader_errors() {
+    check_loader_errors(
+        || {
+            segformer_small()
+                .init::<TestBackend>(&Default::default())
+                .unwrap()
+        },
+        &segformer::KEY_MAP,
+        &fixtures("segformer").join("model.safetensors"),
+        (
+            "encoder.block1.1.attn.sr.bias",
+            "encoder.block1.1.attn.sr.bias",
+        ),
+        (
+            "decoder.fuse_stage.0.weight",
+            "decoder.fuse_stage.conv.weight",
+        ),
+    );
+}
+
+#[test]
+#[ignore = "needs $SALT_BASELINE_FULL_FIXTURES from the script's --full mode"]
+fn full_segformer_parity() {
+    let root = std::env::var(FULL_FIXTURES_ENV).expect(FULL_FIXTURES_ENV);
+    segformer_parity(
+        &Path::new(&root).join("segformer"),
+        SegformerConfig::paper(),
+    );
 }
