@@ -11,12 +11,12 @@ Versions used for the committed fixtures: torch 2.15.0 (CPU), torchvision 0.29.2
 segmentation-models-pytorch 0.6.0, timm 1.0.31, safetensors, numpy. No pretrained weights
 (`encoder_weights=None` everywhere).
 
-Regenerate the committed fixtures (reduced widths, same code paths; ~1 MB in all):
+Regenerate the committed fixtures (reduced widths, same code paths; ~2.2 MB in all):
     python scripts/baselines_reference_smp.py
     cargo test -p salt-baselines --test parity_smp
 
-Paper-size models (Table 1: DeepLabV3Plus resnet101, Segformer mit_b3, SegNet VGG16-BN; about
-180 MB each, never committed):
+Paper-size models (Table 1: DeepLabV3Plus resnet101, Segformer mit_b3, SegNet VGG16-BN; 135 to
+410 MB per model at 512x512, ~40 s on 2 cores for all three; never committed):
     SALT_BASELINE_FULL_FIXTURES=target/baseline-fixtures \
         python scripts/baselines_reference_smp.py --full [--size 512] [--models deeplabv3plus]
     SALT_BASELINE_FULL_FIXTURES=target/baseline-fixtures \

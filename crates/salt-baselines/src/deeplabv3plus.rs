@@ -122,7 +122,7 @@ impl DeepLabV3PlusConfig {
         Self::new(ResNetConfig::resnet101().with_output_stride(16))
     }
 
-    /// A ~1.6M-parameter model of the same structure for tests and the smoke table (one block
+    /// A ~0.4M-parameter model of the same structure for tests and the smoke table (one block
     /// per stage, narrow widths; takes 64×64 and 512×512 inputs).
     pub fn smoke() -> Self {
         Self::new(

@@ -33,6 +33,15 @@ type TestBackend = burn::backend::NdArray<f32>;
 /// Relative L2 error allowed on logits and intermediate activations (f32 on both sides).
 const TOL_PARITY: f64 = 1e-4;
 
+/// Relative L2 error allowed after SegNet's max-unpooling at the paper size (512×512, 512
+/// channels). Unpooling places each value at its window's argmax, and at that size some windows
+/// hold near-equal maxima whose order a rounding difference flips, moving a value by a pixel:
+/// PyTorch itself differs from its float64 run by 5.7e-4 on `decoder.0`, and perturbing its
+/// weights by 2e-6 (encoder output moved by 6.7e-6, burn's is 1.9e-6) moves `decoder.0` by
+/// 1.4e-2 (measured with the fixtures of `--full`). The encoder output stays at [`TOL_PARITY`];
+/// the reduced fixture has no such ties and checks every stage at [`TOL_PARITY`].
+const TOL_SEGNET_FULL_UNPOOLED: f64 = 5e-2;
+
 /// Environment variable naming the directory of the paper-size fixtures.
 const FULL_FIXTURES_ENV: &str = "SALT_BASELINE_FULL_FIXTURES";
 /// Environment variable naming a directory to write the models back to.
@@ -83,8 +92,13 @@ impl Reference {
         self.meta["parameters"].as_u64().expect("parameters") as usize
     }
 
-    /// Checks `ours` against `key`; returns the relative L2 error.
+    /// Checks `ours` against `key` to [`TOL_PARITY`]; returns the relative L2 error.
     fn check(&self, key: &str, ours: Tensor<TestBackend, 4>) -> f64 {
+        self.check_tol(key, ours, TOL_PARITY)
+    }
+
+    /// Checks `ours` against `key` to `tol`; returns the relative L2 error.
+    fn check_tol(&self, key: &str, ours: Tensor<TestBackend, 4>, tol: f64) -> f64 {
         let reference = self.data(key);
         let ours = ours.into_data();
         assert_eq!(ours.shape, reference.shape, "{key}: shape");
@@ -92,10 +106,7 @@ impl Reference {
             &ours.into_vec::<f32>().unwrap(),
             &reference.clone().into_vec::<f32>().unwrap(),
         );
-        assert!(
-            err <= TOL_PARITY,
-            "{key}: relative L2 error {err:.3e} > {TOL_PARITY:.0e}"
-        );
+        assert!(err <= tol, "{key}: relative L2 error {err:.3e} > {tol:.0e}");
         // Shown with `--nocapture`: the measured errors of the report.
         eprintln!("{}: {key}: relative L2 error {err:.2e}", self.name);
         err
@@ -331,7 +342,7 @@ fn segnet_small() -> SegNetConfig {
     SegNetConfig::new().with_channels([4, 8, 12, 16, 16])
 }
 
-fn segnet_parity(dir: &Path, config: SegNetConfig) -> SegNet<TestBackend> {
+fn segnet_parity(dir: &Path, config: SegNetConfig, unpooled_tol: f64) -> SegNet<TestBackend> {
     let device = Default::default();
     let reference = Reference::read(dir);
     let mut model: SegNet<TestBackend> = config.init(&device).unwrap();
@@ -343,16 +354,16 @@ fn segnet_parity(dir: &Path, config: SegNetConfig) -> SegNet<TestBackend> {
 
     let out = model.forward_intermediates(reference.tensor("input"));
     reference.check("encoder.4", out.encoder);
-    reference.check("decoder.0", out.decoder[0].clone());
-    reference.check("decoder.3", out.decoder[3].clone());
-    reference.check("logits", out.logits);
+    reference.check_tol("decoder.0", out.decoder[0].clone(), unpooled_tol);
+    reference.check_tol("decoder.3", out.decoder[3].clone(), unpooled_tol);
+    reference.check_tol("logits", out.logits, unpooled_tol);
     model
 }
 
 #[test]
 fn segnet_parity_and_save() {
     let dir = fixtures("segnet");
-    let model = segnet_parity(&dir, segnet_small());
+    let model = segnet_parity(&dir, segnet_small(), TOL_PARITY);
     check_save_roundtrip(
         &model,
         &segnet::KEY_MAP,
@@ -380,7 +391,11 @@ fn segnet_loader_errors() {
 #[ignore = "needs $SALT_BASELINE_FULL_FIXTURES from the script's --full mode"]
 fn full_segnet_parity() {
     let root = std::env::var(FULL_FIXTURES_ENV).expect(FULL_FIXTURES_ENV);
-    segnet_parity(&Path::new(&root).join("segnet"), SegNetConfig::paper());
+    segnet_parity(
+        &Path::new(&root).join("segnet"),
+        SegNetConfig::paper(),
+        TOL_SEGNET_FULL_UNPOOLED,
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
