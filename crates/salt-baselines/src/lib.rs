@@ -7,7 +7,20 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod conv_bn;
+pub mod deeplabv3plus;
 pub mod error;
+pub mod mit;
+pub mod params;
+pub mod resnet;
+pub mod segformer;
+pub mod segnet;
 
 pub use checkpoint::{load_state_dict, save_state_dict, KeyMap, LoadReport};
+pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use error::{Error, Result};
+pub use mit::{MixVisionTransformer, MixVisionTransformerConfig};
+pub use params::parameter_count;
+pub use resnet::{ResNet, ResNetConfig};
+pub use segformer::{Segformer, SegformerConfig};
+pub use segnet::{SegNet, SegNetConfig};
