@@ -13,7 +13,7 @@ use serde::Serialize;
 use salt_core::{adapter_param_count, parameter_keys, ParamReport};
 
 use crate::train::config::{MethodName, TrainConfig};
-use crate::train::model::{ModelFamily, MODEL_NAMES};
+use crate::train::model::{with_model, ModelFamily, ModelTask, Segmenter, MODEL_NAMES};
 
 /// Arguments of `salt models`.
 #[derive(Debug, clap::Args)]
@@ -118,6 +118,29 @@ pub fn model_sizes(name: &str, svd_rank: usize, rank: usize) -> Result<Vec<Model
             }
             Ok(rows)
         }
+        ModelFamily::Baseline(_) => {
+            struct Size<'a>(&'a TrainConfig);
+            impl ModelTask<B> for Size<'_> {
+                type Output = (usize, ParamReport);
+                fn run<M: Segmenter<B>>(self) -> Result<Self::Output> {
+                    let (model, policy, _) = M::build(self.0, &Default::default())?;
+                    Ok((model.input_size(), model.param_report(&policy)))
+                }
+            }
+            let cfg = TrainConfig {
+                model: name.to_string(),
+                method: MethodName::Full,
+                ..TrainConfig::default()
+            };
+            let (size, report) = with_model::<B, _>(name, Size(&cfg))?;
+            Ok(vec![row(
+                "baseline",
+                size,
+                MethodName::Full,
+                report.total,
+                Some(report.trainable),
+            )])
+        }
     }
 }
 
@@ -200,6 +223,14 @@ mod tests {
             salt.note.as_deref().unwrap().contains("svd_rank"),
             "{salt:?}"
         );
+        // Baselines: PyTorch's parameter counts (BatchNorm statistics are buffers), full only.
+        let rows = model_sizes("segnet", 48, 256).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].total, rows[0].trainable),
+            (29_443_585, Some(29_443_585))
+        );
+        assert_eq!(rows[0].input_size, 512);
         let err = model_sizes("nope", 4, 4).unwrap_err().to_string();
         assert!(err.contains("nope") && err.contains("salt_paper"), "{err}");
     }

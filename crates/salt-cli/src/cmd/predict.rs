@@ -23,6 +23,8 @@ use salt_sam::{load_checkpoint, ImagePrompt, ResizeLongestSide, Sam};
 use crate::backend::{dispatch_in, DeviceSpec, Task};
 use crate::cmd::eval::run_config;
 use crate::cmd::export::{MODEL_KEY, PREPROCESS_KEY};
+use crate::train::config::{MethodName, TrainConfig};
+use crate::train::model::{to_original, with_model, ModelFamily, ModelTask, Segmenter};
 use crate::train::run::{load_trained, model_config};
 
 /// The overlay's tint (RGB) and its opacity over the mask.
@@ -238,7 +240,28 @@ fn load_model<B: Backend>(args: &Args, device: &B::Device) -> Result<(Sam<B>, St
     Ok((sam, model, trained))
 }
 
+/// The preset `salt predict` runs: `--model`, the run's (with `--adapter`), the `salt.model`
+/// of an exported checkpoint, else vit_b.
+fn model_name(args: &Args) -> Result<String> {
+    if let Some(dir) = &args.adapter {
+        return Ok(run_config(dir, args.checkpoint.clone())?.model);
+    }
+    if let Some(m) = &args.model {
+        return Ok(m.clone());
+    }
+    Ok(match &args.checkpoint {
+        Some(c) => salt_sam::checkpoint_metadata(c)?
+            .remove(MODEL_KEY)
+            .unwrap_or_else(|| "vit_b".to_string()),
+        None => "vit_b".to_string(),
+    })
+}
+
 fn predict<B: Backend>(args: Args, image: Image8, device: &B::Device) -> Result<()> {
+    let name = model_name(&args)?;
+    if let ModelFamily::Baseline(_) = ModelFamily::of(&name)? {
+        return predict_baseline::<B>(args, image, &name, device);
+    }
     let (sam, model, trained) = load_model::<B>(&args, device)?;
     let min_max = match args.preprocess {
         Preprocessing::Auto => trained,
@@ -311,6 +334,106 @@ fn predict<B: Backend>(args: Args, image: Image8, device: &B::Device) -> Result<
         "mask {} of {c}: predicted IoU {:.4}, {} of {} pixels foreground -> {}",
         best,
         iou.get(best).copied().unwrap_or(f32::NAN),
+        mask.count(),
+        mw * mh,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `salt predict` with a baseline: no prompts; the image is pre-processed as in training
+/// (`--preprocess auto` = `paper`), the logits cut and resized to the image.
+fn predict_baseline<B: Backend>(
+    args: Args,
+    image: Image8,
+    name: &str,
+    device: &B::Device,
+) -> Result<()> {
+    ensure!(
+        args.points.is_empty() && args.bbox.is_none() && !args.multimask,
+        "`{name}` is a baseline: it segments the whole image and takes no --point, --box or \
+         --multimask"
+    );
+    struct Run<'a, B: Backend> {
+        args: &'a Args,
+        name: &'a str,
+        image: &'a Image8,
+        device: &'a B::Device,
+    }
+    impl<B: Backend> ModelTask<B> for Run<'_, B> {
+        type Output = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
+        fn run<M: Segmenter<B>>(self) -> Result<Self::Output> {
+            let model: M = match &self.args.adapter {
+                Some(dir) => {
+                    let cfg = run_config(dir, self.args.checkpoint.clone())?;
+                    load_trained(&cfg, dir, self.args.allow_base_mismatch, self.device)?
+                }
+                None => {
+                    let cfg = TrainConfig {
+                        model: self.name.to_string(),
+                        method: MethodName::Full,
+                        checkpoint: self.args.checkpoint.clone(),
+                        ..TrainConfig::default()
+                    };
+                    M::build(&cfg, self.device)?.0
+                }
+            };
+            let min_max = !matches!(self.args.preprocess, Preprocessing::Sam);
+            let rgb = match min_max {
+                true => salt_data::preprocess::min_max_u8(self.image),
+                false => self.image.clone(),
+            };
+            let empty = Mask {
+                width: rgb.width,
+                height: rgb.height,
+                data: vec![0; rgb.width * rgb.height],
+            };
+            let s = model.input_size();
+            let p = salt_data::Preprocess {
+                size: s,
+                ..Default::default()
+            }
+            .to_model(&rgb, &empty);
+            let input = Tensor::<B, 4>::from_data(
+                burn::tensor::TensorData::new(p.image, [1, 3, s, s]),
+                self.device,
+            );
+            let logits = model.logits(input.clone())?; // [1, 1, S, S]
+            let full = to_original(logits.clone(), p.resized, p.original); // [1, 1, H, W]
+            Ok((input, logits, full))
+        }
+    }
+    let run = Run::<B> {
+        args: &args,
+        name,
+        image: &image,
+        device,
+    };
+    let (input, logits, full) = with_model(name, run)?;
+    let [_, _, mh, mw] = full.dims();
+    let values = to_vec(full.clone());
+    let mask = Mask {
+        width: mw,
+        height: mh,
+        // p ≥ 0.5 ⇔ logit ≥ 0, as training's validation.
+        data: values.iter().map(|&v| u8::from(v >= 0.0)).collect(),
+    };
+    write_mask(&args.out, &mask).with_context(|| format!("writing mask {}", args.out.display()))?;
+    if let Some(path) = &args.overlay {
+        write_image(path, &overlay(&image, &mask))
+            .with_context(|| format!("writing overlay {}", path.display()))?;
+    }
+    if let Some(path) = &args.save_logits {
+        let tensors = [
+            named("input", input),
+            named("logits", logits),
+            named("masks_logits", full),
+        ];
+        salt_core::write_f32_safetensors(path, &tensors, Default::default())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "{name}: {} of {} pixels foreground -> {}",
         mask.count(),
         mw * mh,
         args.out.display()

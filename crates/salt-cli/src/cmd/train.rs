@@ -89,6 +89,10 @@ pub struct Args {
     /// Training loss: dice+focal (the paper's, used by every Table 1 row), dice, or dice+bce.
     #[arg(long, value_enum)]
     pub loss: Option<crate::train::loss::LossKind>,
+    /// Baselines: pre-trained encoder weights (torchvision ResNet-101 for deeplabv3plus, MiT-b3
+    /// for segformer).
+    #[arg(long)]
+    pub encoder_weights: Option<PathBuf>,
     /// Turn off train-time augmentation.
     #[arg(long)]
     pub no_augment: bool,
@@ -127,6 +131,9 @@ impl Args {
             out,
             max_steps
         );
+        if let Some(w) = &self.encoder_weights {
+            c.encoder_weights = Some(w.clone());
+        }
         if let Some(ckpt) = &self.checkpoint {
             c.checkpoint = Some(ckpt.clone());
         }

@@ -47,8 +47,12 @@ pub struct TrainConfig {
     pub data: PathBuf,
     /// Model preset: `salt_paper`, `vit_b`, `vit_l`, `vit_h`, `small`, `tiny`, `tiny_salt_paper`.
     pub model: String,
-    /// Base checkpoint (`.pth` or `.safetensors`); random weights when absent.
+    /// Base checkpoint (`.pth` or `.safetensors`); random weights when absent. For a baseline:
+    /// its reference's state_dict (MONAI / smp keys).
     pub checkpoint: Option<PathBuf>,
+    /// Baselines: pre-trained encoder weights (a torchvision ResNet-101 for deeplabv3plus, a
+    /// MiT-b3 for segformer), checked key by key and shape by shape.
+    pub encoder_weights: Option<PathBuf>,
     /// Method.
     pub method: MethodName,
     /// SALT: number of top singular values with a trainable scale/shift (r).
@@ -101,6 +105,7 @@ impl Default for TrainConfig {
             data: PathBuf::new(),
             model: "salt_paper".into(),
             checkpoint: None,
+            encoder_weights: None,
             method: MethodName::Salt,
             svd_rank: 48,
             rank: 256,

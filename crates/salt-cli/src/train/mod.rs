@@ -1,5 +1,6 @@
 //! Fine-tuning: loss, schedule, loop, checkpoints, curves.
 
+pub mod baseline;
 pub mod config;
 pub mod loss;
 pub mod memory;

@@ -7,16 +7,17 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
 
-use salt_core::TrainablePolicy;
+use salt_core::{ParamReport, TrainablePolicy};
 use salt_sam::{Prompts, Sam};
 
+use super::baseline::{BaselineKind, DeepLabV3PlusModel, SegNetModel, SegformerModel};
 use super::config::TrainConfig;
 
 /// A model that turns a batch of pre-processed images into mask logits at the input size.
@@ -33,6 +34,11 @@ pub trait Segmenter<B: Backend>: Module<B> + Clone + Send + std::fmt::Debug + Si
     /// # Shapes
     /// `images: [n, 3, S, S]` → `[n, 1, S, S]`.
     fn logits(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>>;
+
+    /// Parameter counts under `policy`, as the reference implementation counts them.
+    fn param_report(&self, policy: &TrainablePolicy) -> ParamReport {
+        ParamReport::new::<B, _>(self, policy, 0)
+    }
 
     /// Writes the model (adapters merged) as a plain safetensors checkpoint in its reference's
     /// format (SAM: Meta's key names; baselines: MONAI's / smp's), refusing non-finite
@@ -151,15 +157,25 @@ pub fn with_train_model<B: AutodiffBackend, T: TrainModelTask<B>>(
     name: &str,
     task: T,
 ) -> Result<T::Output> {
+    use BaselineKind as K;
     match ModelFamily::of(name)? {
         ModelFamily::Sam => task.run::<Sam<B>>(),
+        ModelFamily::Baseline(K::SegNet) => task.run::<SegNetModel<B>>(),
+        ModelFamily::Baseline(K::DeepLabV3Plus) => task.run::<DeepLabV3PlusModel<B>>(),
+        ModelFamily::Baseline(K::Segformer) => task.run::<SegformerModel<B>>(),
+        ModelFamily::Baseline(k) => bail!("baseline `{}` is not wired in yet", k.name()),
     }
 }
 
 /// Runs `task` with the model type of the preset `name`.
 pub fn with_model<B: Backend, T: ModelTask<B>>(name: &str, task: T) -> Result<T::Output> {
+    use BaselineKind as K;
     match ModelFamily::of(name)? {
         ModelFamily::Sam => task.run::<Sam<B>>(),
+        ModelFamily::Baseline(K::SegNet) => task.run::<SegNetModel<B>>(),
+        ModelFamily::Baseline(K::DeepLabV3Plus) => task.run::<DeepLabV3PlusModel<B>>(),
+        ModelFamily::Baseline(K::Segformer) => task.run::<SegformerModel<B>>(),
+        ModelFamily::Baseline(k) => bail!("baseline `{}` is not wired in yet", k.name()),
     }
 }
 
@@ -172,6 +188,12 @@ pub const MODEL_NAMES: &[&str] = &[
     "small",
     "tiny",
     "tiny_salt_paper",
+    "unet",
+    "unetr",
+    "regunet",
+    "segnet",
+    "deeplabv3plus",
+    "segformer",
 ];
 
 /// Which kind of model a preset name is.
@@ -179,12 +201,22 @@ pub const MODEL_NAMES: &[&str] = &[
 pub enum ModelFamily {
     /// A SAM preset (`salt_paper`, `vit_b`, …).
     Sam,
+    /// A Table-1 baseline (`unet`, …, or its `_smoke` preset).
+    Baseline(BaselineKind),
 }
 
 impl ModelFamily {
     /// The family of `name`; an unknown name is an error listing every known one.
     pub fn of(name: &str) -> Result<Self> {
-        super::run::model_config(name)?;
-        Ok(ModelFamily::Sam)
+        if let Some((kind, _)) = BaselineKind::parse(name) {
+            return Ok(ModelFamily::Baseline(kind));
+        }
+        if super::run::model_config(name).is_ok() {
+            return Ok(ModelFamily::Sam);
+        }
+        bail!(
+            "unknown model `{name}`; known models: {} (and each baseline's `_smoke` preset)",
+            MODEL_NAMES.join(", ")
+        )
     }
 }

@@ -176,7 +176,7 @@ impl RunOptions {
     }
 }
 
-fn seed_for(seed: u64, epoch: usize, stream: u64) -> u64 {
+pub(crate) fn seed_for(seed: u64, epoch: usize, stream: u64) -> u64 {
     // splitmix64 of (seed, epoch, stream): independent streams per epoch.
     let mut z = seed
         ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -655,7 +655,7 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
     /// The model of `cfg` (see [`build_model`]) with a fresh AdamW and an empty history.
     fn build(cfg: &TrainConfig, device: &B::Device) -> Result<Self> {
         let (model, policy, adapted) = M::build(cfg, device)?;
-        let params = ParamReport::new::<B, _>(&model, &policy, 0);
+        let params = model.param_report(&policy);
         tracing::info!(
             trainable = params.trainable,
             total = params.total,
