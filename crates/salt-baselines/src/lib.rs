@@ -8,6 +8,9 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod monai_blocks;
+pub mod unet;
 
 pub use checkpoint::{load_state_dict, save_state_dict, KeyMap, LoadReport};
 pub use error::{Error, Result};
+pub use unet::{UNet, UNetConfig};
