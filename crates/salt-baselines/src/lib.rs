@@ -9,8 +9,10 @@
 pub mod checkpoint;
 pub mod error;
 pub mod monai_blocks;
+pub mod regunet;
 pub mod unet;
 
 pub use checkpoint::{load_state_dict, save_state_dict, KeyMap, LoadReport};
 pub use error::{Error, Result};
+pub use regunet::{RegUNet, RegUNetConfig};
 pub use unet::{UNet, UNetConfig};

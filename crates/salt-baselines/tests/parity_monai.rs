@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use burn_store::{ModuleSnapshot, ModuleStore};
-use salt_baselines::{load_state_dict, save_state_dict, Error, KeyMap, UNet, UNetConfig};
+use salt_baselines::{
+    load_state_dict, save_state_dict, Error, KeyMap, RegUNet, RegUNetConfig, UNet, UNetConfig,
+};
 
 type TestBackend = burn::backend::NdArray<f32>;
 
@@ -162,6 +164,64 @@ fn paper_unet_matches_monai() {
     unet_parity(&full_fixtures("unet"), UNetConfig::paper());
 }
 
+fn regunet_parity(dir: &Path, config: RegUNetConfig) {
+    let map = &salt_baselines::regunet::KEY_MAP;
+    let model = loaded(
+        config.init::<TestBackend>(&Default::default()).unwrap(),
+        dir,
+        map,
+    );
+    let reference = Reference::read(&dir.join("reference.safetensors"));
+    let f = model.forward_features(reference.tensor("input"));
+    let mut report = Vec::new();
+    for (i, t) in f.encode.into_iter().enumerate() {
+        let key = format!("features.encode.{i}");
+        report.push((key.clone(), check("regunet", t, &reference, &key)));
+    }
+    report.push((
+        "bottom".into(),
+        check("regunet", f.bottom, &reference, "features.bottom"),
+    ));
+    for (i, t) in f.decode.into_iter().enumerate() {
+        let key = format!("features.decode.{i}");
+        report.push((key.clone(), check("regunet", t, &reference, &key)));
+    }
+    report.push((
+        "logits".into(),
+        check("regunet", f.logits, &reference, "logits"),
+    ));
+    print_report("regunet", dir, &report);
+}
+
+fn regunet_small() -> RegUNetConfig {
+    RegUNetConfig::new(4, 3)
+}
+
+/// Every optional path: decoder, concatenated skips, strided down-sampling, kernel sizes.
+fn regunet_decoder_small() -> RegUNetConfig {
+    RegUNetConfig::new(4, 3)
+        .with_extract_levels(Some(vec![0, 2, 3]))
+        .with_pooling(false)
+        .with_concat_skip(true)
+        .with_encode_kernel_sizes(vec![5, 3, 3, 3])
+}
+
+#[test]
+fn regunet_matches_monai() {
+    regunet_parity(&fixtures("regunet"), regunet_small());
+}
+
+#[test]
+fn regunet_decoder_matches_monai() {
+    regunet_parity(&fixtures("regunet_decoder"), regunet_decoder_small());
+}
+
+#[test]
+#[ignore = "needs SALT_BASELINE_FULL_FIXTURES from baselines_reference_monai.py --full"]
+fn paper_regunet_matches_monai() {
+    regunet_parity(&full_fixtures("regunet"), RegUNetConfig::paper());
+}
+
 /// Loads the fixture, saves it under MONAI's names, checks that the file holds exactly the
 /// fixture's tensors (bar the ignored ones) and that a model loaded from it computes the same.
 fn round_trip<M, F>(name: &str, fresh: impl Fn() -> M, map: &KeyMap, forward: F)
@@ -242,6 +302,21 @@ fn unet_round_trips_under_monai_names() {
         &salt_baselines::unet::KEY_MAP,
         |m: &UNet<TestBackend>, x| m.forward(x),
     );
+}
+
+#[test]
+fn regunet_round_trips_under_monai_names() {
+    for (name, config) in [
+        ("regunet", regunet_small()),
+        ("regunet_decoder", regunet_decoder_small()),
+    ] {
+        round_trip(
+            name,
+            || config.init::<TestBackend>(&Default::default()).unwrap(),
+            &salt_baselines::regunet::KEY_MAP,
+            |m: &RegUNet<TestBackend>, x| m.forward(x),
+        );
+    }
 }
 
 /// Writes the fixture checkpoint of `name` to a temporary file, changed by `edit`.
@@ -349,5 +424,20 @@ fn unet_loader_errors_name_the_key() {
         &salt_baselines::unet::KEY_MAP,
         "model.1.submodule.1.submodule.1.submodule.conv.unit1.conv.weight",
         "levels.2.bottom.conv.1.conv.weight",
+    );
+}
+
+#[test]
+fn regunet_loader_errors_name_the_key() {
+    loader_errors(
+        "regunet_decoder",
+        || {
+            regunet_decoder_small()
+                .init::<TestBackend>(&Default::default())
+                .unwrap()
+        },
+        &salt_baselines::regunet::KEY_MAP,
+        "decode_convs.1.0.adn.N.running_var",
+        "decode_convs.1.conv.adn.norm.running_var",
     );
 }
