@@ -21,7 +21,8 @@ Paper-size fixtures (the Table-1 configurations on 512×512 inputs, ~400 MB, nev
         cargo test -p salt-baselines --release --test parity_monai -- --ignored
 
 Checking that checkpoints written by salt-baselines' `save_state_dict` load into MONAI with
-`load_state_dict(strict=True)` and give the reference logits:
+`load_state_dict(strict=True)` and give the reference logits (UNETR: strict but for the unused
+`norm_cross_attn` LayerNorms MONAI >= 1.4 creates, which salt's UNETR does not have):
     SALT_BASELINE_SAVED=target/baseline-saved cargo test -p salt-baselines --test parity_monai
     python scripts/baselines_reference_monai.py --check-saved target/baseline-saved
 
@@ -264,7 +265,17 @@ def check_saved(saved_dir: str, fixtures: str) -> int:
             meta = json.load(f)
         model = build(dict(cls=meta["cls"], kwargs=meta["kwargs"]))
         state = safetensors.torch.load_file(os.path.join(saved_dir, f"{name}.safetensors"))
-        model.load_state_dict(state, strict=True)
+        if meta["cls"] == "UNETR":
+            # salt's UNETR has no `norm_cross_attn` LayerNorms (unused by UNETR; MONAI >= 1.4
+            # creates them): they are the only keys allowed to be missing.
+            result = model.load_state_dict(state, strict=False)
+            others = [k for k in result.missing_keys if ".norm_cross_attn." not in k]
+            if others or result.unexpected_keys:
+                raise RuntimeError(f"{name}: {others} missing, {result.unexpected_keys} unexpected")
+            how = f"loaded (strict but for {len(result.missing_keys)} norm_cross_attn keys)"
+        else:
+            model.load_state_dict(state, strict=True)
+            how = "strict load ok"
         model.eval()
         ref = safetensors.torch.load_file(os.path.join(ref_dir, "reference.safetensors"))
         with torch.no_grad():
@@ -273,7 +284,7 @@ def check_saved(saved_dir: str, fixtures: str) -> int:
         ok = err <= 1e-6
         failures += not ok
         verdict = "ok" if ok else "FAIL"
-        print(f"{name}: strict load ok, logits relative L2 error {err:.2e} {verdict}")
+        print(f"{name}: {how}, logits relative L2 error {err:.2e} {verdict}")
     return failures
 
 

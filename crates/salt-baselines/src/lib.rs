@@ -11,8 +11,10 @@ pub mod error;
 pub mod monai_blocks;
 pub mod regunet;
 pub mod unet;
+pub mod unetr;
 
 pub use checkpoint::{load_state_dict, save_state_dict, KeyMap, LoadReport};
 pub use error::{Error, Result};
 pub use regunet::{RegUNet, RegUNetConfig};
 pub use unet::{UNet, UNetConfig};
+pub use unetr::{UNETRConfig, UNETR};

@@ -24,7 +24,8 @@ use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use burn_store::{ModuleSnapshot, ModuleStore};
 use salt_baselines::{
-    load_state_dict, save_state_dict, Error, KeyMap, RegUNet, RegUNetConfig, UNet, UNetConfig,
+    load_state_dict, save_state_dict, Error, KeyMap, RegUNet, RegUNetConfig, UNETRConfig, UNet,
+    UNetConfig, UNETR,
 };
 
 type TestBackend = burn::backend::NdArray<f32>;
@@ -222,6 +223,97 @@ fn paper_regunet_matches_monai() {
     regunet_parity(&full_fixtures("regunet"), RegUNetConfig::paper());
 }
 
+fn unetr_parity(dir: &Path, config: UNETRConfig) {
+    let map = &salt_baselines::unetr::KEY_MAP;
+    let model = loaded(
+        config.init::<TestBackend>(&Default::default()).unwrap(),
+        dir,
+        map,
+    );
+    let reference = Reference::read(&dir.join("reference.safetensors"));
+    let f = model.forward_features(reference.tensor("input"));
+    let mut report = vec![(
+        "patch_embedding".to_string(),
+        check(
+            "unetr",
+            f.patch_embedding,
+            &reference,
+            "features.patch_embedding",
+        ),
+    )];
+    for i in salt_baselines::unetr::SKIP_BLOCKS {
+        let key = format!("features.hidden.{i}");
+        report.push((
+            key.clone(),
+            check("unetr", f.hidden[i].clone(), &reference, &key),
+        ));
+    }
+    report.push((
+        "vit".into(),
+        check("unetr", f.vit, &reference, "features.vit"),
+    ));
+    report.push((
+        "enc1".into(),
+        check("unetr", f.enc1, &reference, "features.enc1"),
+    ));
+    report.push((
+        "enc2".into(),
+        check("unetr", f.enc2, &reference, "features.enc2"),
+    ));
+    report.push((
+        "dec3".into(),
+        check("unetr", f.dec3, &reference, "features.dec3"),
+    ));
+    report.push((
+        "logits".into(),
+        check("unetr", f.logits, &reference, "logits"),
+    ));
+    print_report("unetr", dir, &report);
+}
+
+fn unetr_small() -> UNETRConfig {
+    UNETRConfig::new()
+        .with_img_size([64, 48])
+        .with_feature_size(4)
+        .with_hidden_size(16)
+        .with_mlp_dim(32)
+        .with_num_heads(2)
+}
+
+#[test]
+fn unetr_matches_monai() {
+    unetr_parity(&fixtures("unetr"), unetr_small());
+}
+
+#[test]
+#[ignore = "needs SALT_BASELINE_FULL_FIXTURES from baselines_reference_monai.py --full"]
+fn paper_unetr_matches_monai() {
+    unetr_parity(&full_fixtures("unetr"), UNETRConfig::paper());
+}
+
+/// The fixture (MONAI 1.6) has the unused `norm_cross_attn` LayerNorms: they are skipped; a
+/// checkpoint without them (older MONAI) loads too.
+#[test]
+fn unetr_loads_with_and_without_cross_attention_norms() {
+    let map = &salt_baselines::unetr::KEY_MAP;
+    let fresh = || {
+        unetr_small()
+            .init::<TestBackend>(&Default::default())
+            .unwrap()
+    };
+    let with = load_state_dict(
+        &mut fresh(),
+        &fixtures("unetr").join("checkpoint.safetensors"),
+        map,
+    )
+    .unwrap();
+    assert_eq!(with.ignored, 2 * salt_baselines::unetr::NUM_LAYERS);
+    let (_d, without) = edited_checkpoint("unetr", |t| t.retain(|k, _| !k.contains("cross_attn")));
+    let report = load_state_dict(&mut fresh(), &without, map).unwrap();
+    assert_eq!(report.ignored, 0);
+    assert_eq!(report.applied, with.applied);
+}
+
 /// Loads the fixture, saves it under MONAI's names, checks that the file holds exactly the
 /// fixture's tensors (bar the ignored ones) and that a model loaded from it computes the same.
 fn round_trip<M, F>(name: &str, fresh: impl Fn() -> M, map: &KeyMap, forward: F)
@@ -317,6 +409,20 @@ fn regunet_round_trips_under_monai_names() {
             |m: &RegUNet<TestBackend>, x| m.forward(x),
         );
     }
+}
+
+#[test]
+fn unetr_round_trips_under_monai_names() {
+    round_trip(
+        "unetr",
+        || {
+            unetr_small()
+                .init::<TestBackend>(&Default::default())
+                .unwrap()
+        },
+        &salt_baselines::unetr::KEY_MAP,
+        |m: &UNETR<TestBackend>, x| m.forward(x),
+    );
 }
 
 /// Writes the fixture checkpoint of `name` to a temporary file, changed by `edit`.
@@ -439,5 +545,20 @@ fn regunet_loader_errors_name_the_key() {
         &salt_baselines::regunet::KEY_MAP,
         "decode_convs.1.0.adn.N.running_var",
         "decode_convs.1.conv.adn.norm.running_var",
+    );
+}
+
+#[test]
+fn unetr_loader_errors_name_the_key() {
+    loader_errors(
+        "unetr",
+        || {
+            unetr_small()
+                .init::<TestBackend>(&Default::default())
+                .unwrap()
+        },
+        &salt_baselines::unetr::KEY_MAP,
+        "encoder2.blocks.1.1.conv2.conv.weight",
+        "encoder2.blocks.1.res_block.conv2.conv.weight",
     );
 }
