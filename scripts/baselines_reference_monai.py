@@ -9,16 +9,17 @@ UNETR's position embeddings) is re-randomised near that value. The model runs in
 Tested with: Python 3.11, torch 2.15 (CPU), monai 1.6.1, einops 0.8 (UNETR), safetensors 0.6,
 numpy. Install: `pip install torch monai einops safetensors numpy`.
 
-Regenerate the committed small fixtures (about 0.5 MB for all models; deterministic for a given
-torch build):
+Regenerate the committed small fixtures (about 1.6 MB for all four; byte-identical on
+regeneration with a given torch build):
     python scripts/baselines_reference_monai.py
     cargo test -p salt-baselines --test parity_monai
 
-Paper-size fixtures (the Table-1 configurations on 512×512 inputs, ~400 MB, never committed):
+Paper-size fixtures (the Table-1 configurations on one 512×512 input, ~530 MB, never
+committed; ~30 s here, then ~5 min for the three tests in the dev profile on 2 cores):
     SALT_BASELINE_FULL_FIXTURES=target/baseline-fixtures \
         python scripts/baselines_reference_monai.py --full
     SALT_BASELINE_FULL_FIXTURES=target/baseline-fixtures \
-        cargo test -p salt-baselines --release --test parity_monai -- --ignored
+        cargo test -p salt-baselines --test parity_monai -- --ignored --test-threads 1
 
 Checking that checkpoints written by salt-baselines' `save_state_dict` load into MONAI with
 `load_state_dict(strict=True)` and give the reference logits (UNETR: strict but for the unused

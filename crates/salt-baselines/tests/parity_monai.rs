@@ -9,8 +9,10 @@
 //! SALT_BASELINE_FULL_FIXTURES=target/baseline-fixtures \
 //!     python scripts/baselines_reference_monai.py --full
 //! SALT_BASELINE_FULL_FIXTURES=target/baseline-fixtures \
-//!     cargo test -p salt-baselines --release --test parity_monai -- --ignored
+//!     cargo test -p salt-baselines --test parity_monai -- --ignored --test-threads 1
 //! ```
+//!
+//! (about 5 minutes on 2 cores, mostly UNETR; the fixtures take ~530 MB).
 //!
 //! With `SALT_BASELINE_SAVED=<dir>`, the round-trip tests also leave each model's
 //! `save_state_dict` output in `<dir>/<model>.safetensors`, for
