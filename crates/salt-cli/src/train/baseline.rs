@@ -238,6 +238,54 @@ fn export_net<B: Backend, N: burn_store::ModuleSnapshot<B>>(
 }
 
 baseline!(
+    UNetModel,
+    UNet,
+    unet,
+    "MONAI's residual UNet as a training model.",
+    |smoke, device| {
+        let c = if smoke {
+            salt_baselines::UNetConfig::smoke()
+        } else {
+            salt_baselines::UNetConfig::paper()
+        };
+        c.init(device)
+    },
+    None
+);
+
+baseline!(
+    UnetrModel,
+    UNETR,
+    unetr,
+    "MONAI's UNETR (ViT-B encoder, 16×16 patches) as a training model.",
+    |smoke, device| {
+        let c = if smoke {
+            salt_baselines::UNETRConfig::smoke().with_img_size([SMOKE_SIZE, SMOKE_SIZE])
+        } else {
+            salt_baselines::UNETRConfig::paper()
+        };
+        c.init(device)
+    },
+    None
+);
+
+baseline!(
+    RegUNetModel,
+    RegUNet,
+    regunet,
+    "MONAI's RegUNet as a training model.",
+    |smoke, device| {
+        let c = if smoke {
+            salt_baselines::RegUNetConfig::smoke()
+        } else {
+            salt_baselines::RegUNetConfig::paper()
+        };
+        c.init(device)
+    },
+    None
+);
+
+baseline!(
     SegNetModel,
     SegNet,
     segnet,

@@ -17,7 +17,10 @@ use burn::tensor::Tensor;
 use salt_core::{ParamReport, TrainablePolicy};
 use salt_sam::{Prompts, Sam};
 
-use super::baseline::{BaselineKind, DeepLabV3PlusModel, SegNetModel, SegformerModel};
+use super::baseline::{
+    BaselineKind, DeepLabV3PlusModel, RegUNetModel, SegNetModel, SegformerModel, UNetModel,
+    UnetrModel,
+};
 use super::config::TrainConfig;
 
 /// A model that turns a batch of pre-processed images into mask logits at the input size.
@@ -160,10 +163,12 @@ pub fn with_train_model<B: AutodiffBackend, T: TrainModelTask<B>>(
     use BaselineKind as K;
     match ModelFamily::of(name)? {
         ModelFamily::Sam => task.run::<Sam<B>>(),
+        ModelFamily::Baseline(K::UNet) => task.run::<UNetModel<B>>(),
+        ModelFamily::Baseline(K::Unetr) => task.run::<UnetrModel<B>>(),
+        ModelFamily::Baseline(K::RegUNet) => task.run::<RegUNetModel<B>>(),
         ModelFamily::Baseline(K::SegNet) => task.run::<SegNetModel<B>>(),
         ModelFamily::Baseline(K::DeepLabV3Plus) => task.run::<DeepLabV3PlusModel<B>>(),
         ModelFamily::Baseline(K::Segformer) => task.run::<SegformerModel<B>>(),
-        ModelFamily::Baseline(k) => bail!("baseline `{}` is not wired in yet", k.name()),
     }
 }
 
@@ -172,10 +177,12 @@ pub fn with_model<B: Backend, T: ModelTask<B>>(name: &str, task: T) -> Result<T:
     use BaselineKind as K;
     match ModelFamily::of(name)? {
         ModelFamily::Sam => task.run::<Sam<B>>(),
+        ModelFamily::Baseline(K::UNet) => task.run::<UNetModel<B>>(),
+        ModelFamily::Baseline(K::Unetr) => task.run::<UnetrModel<B>>(),
+        ModelFamily::Baseline(K::RegUNet) => task.run::<RegUNetModel<B>>(),
         ModelFamily::Baseline(K::SegNet) => task.run::<SegNetModel<B>>(),
         ModelFamily::Baseline(K::DeepLabV3Plus) => task.run::<DeepLabV3PlusModel<B>>(),
         ModelFamily::Baseline(K::Segformer) => task.run::<SegformerModel<B>>(),
-        ModelFamily::Baseline(k) => bail!("baseline `{}` is not wired in yet", k.name()),
     }
 }
 
