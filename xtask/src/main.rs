@@ -47,11 +47,12 @@ enum Task {
             default_value = "arcade,dias,rose,xray-angio,drive"
         )]
         datasets: Vec<String>,
-        /// Methods (comma-separated); default every SAM-based row.
+        /// Methods (comma-separated); default every row: the traditional networks, then the
+        /// SAM-based rows.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "sam,ssam,lora4,lora256,salt4,salt256"
+            default_value = "unet,unetr,regunet,segnet,deeplabv3plus,segformer,sam,ssam,lora4,lora256,salt4,salt256"
         )]
         methods: Vec<String>,
         /// Device: cpu, flex, wgpu[:N], cuda[:N] (build xtask with the matching feature).

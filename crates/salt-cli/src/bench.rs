@@ -19,8 +19,8 @@ use salt_core::{apply_trainable, ParamReport, TrainablePolicy};
 use crate::backend::{dispatch_in, DeviceSpec, Task};
 use crate::train::config::{paper_trainable, MethodName, TrainConfig};
 use crate::train::loss::LossConfig;
-use crate::train::model::Segmenter;
-use crate::train::run::{build_model, model_config};
+use crate::train::model::{with_train_model, ModelFamily, TrainModelTask, TrainSegmenter};
+use crate::train::run::model_config;
 
 /// What to time (also `cargo xtask bench-train`'s flags).
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
@@ -122,7 +122,15 @@ impl Task for BenchTask {
     type Output = BenchTrainResult;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<BenchTrainResult> {
-        run_bench::<B>(self.0, &device)
+        struct Run<B: AutodiffBackend>(BenchTrainOptions, B::Device);
+        impl<B: AutodiffBackend> TrainModelTask<B> for Run<B> {
+            type Output = BenchTrainResult;
+            fn run<M: TrainSegmenter<B>>(self) -> Result<BenchTrainResult> {
+                run_bench::<B, M>(self.0, &self.1)
+            }
+        }
+        let model = self.0.model.clone();
+        with_train_model(&model, Run::<B>(self.0, device))
     }
 }
 
@@ -147,27 +155,45 @@ fn train_config(opts: &BenchTrainOptions) -> Result<TrainConfig> {
     })
 }
 
-fn run_bench<B: AutodiffBackend>(
+/// The model of the bench: `M::build`, except `frozen` (SAM without an adapter, only the
+/// paper's extra parameters training).
+fn bench_model<B: AutodiffBackend, M: TrainSegmenter<B>>(
+    opts: &BenchTrainOptions,
+    cfg: &TrainConfig,
+    device: &B::Device,
+) -> Result<(M, TrainablePolicy)> {
+    if opts.method != "frozen" {
+        let (model, policy, _) = M::build(cfg, device)?;
+        return Ok((model, policy));
+    }
+    let ModelFamily::Sam = ModelFamily::of(&cfg.model)? else {
+        bail!("--method frozen is SAM's (no adapter, the paper's extra parameters only)");
+    };
+    B::seed(device, opts.seed);
+    let sam = model_config(&cfg.model)?
+        .init::<B>(device)
+        .context("building the model")?;
+    let policy = TrainablePolicy::with_patterns(paper_trainable(
+        sam.prompt_encoder.prompt_token.is_some(),
+        sam.image_encoder.pos_embed.is_some(),
+    ));
+    let sam = apply_trainable(sam, &policy)?;
+    // `M` is `Sam<B>` here (the family was checked): moved across as `Any`.
+    let any: Box<dyn std::any::Any> = Box::new(sam);
+    let model = *any
+        .downcast::<M>()
+        .map_err(|_| anyhow::anyhow!("--method frozen needs a SAM model"))?;
+    Ok((model, policy))
+}
+
+fn run_bench<B: AutodiffBackend, M: TrainSegmenter<B>>(
     opts: BenchTrainOptions,
     device: &B::Device,
 ) -> Result<BenchTrainResult> {
     let cfg = train_config(&opts)?;
-    let (mut sam, policy) = if opts.method == "frozen" {
-        B::seed(device, opts.seed);
-        let sam = model_config(&cfg.model)?
-            .init::<B>(device)
-            .context("building the model")?;
-        let policy = TrainablePolicy::with_patterns(paper_trainable(
-            sam.prompt_encoder.prompt_token.is_some(),
-            sam.image_encoder.pos_embed.is_some(),
-        ));
-        (apply_trainable(sam, &policy)?, policy)
-    } else {
-        let (sam, policy, _) = build_model::<B>(&cfg, device)?;
-        (sam, policy)
-    };
-    let params = ParamReport::new::<B, _>(&sam, &policy, 0);
-    let s = sam.img_size();
+    let (mut sam, policy) = bench_model::<B, M>(&opts, &cfg, device)?;
+    let params = sam.param_report(&policy);
+    let s = sam.input_size();
     B::seed(device, opts.seed.wrapping_add(1));
     let images = Tensor::<B, 4>::random(
         [opts.batch, 3, s, s],
@@ -179,7 +205,7 @@ fn run_bench<B: AutodiffBackend>(
         .float();
     let mut optim = AdamWConfig::new()
         .with_weight_decay(cfg.weight_decay as f32)
-        .init::<B, salt_sam::Sam<B>>();
+        .init::<B, M>();
     let loss_cfg = LossConfig::default();
     let mut times = Vec::with_capacity(opts.steps);
     let mut last_loss = f64::NAN;

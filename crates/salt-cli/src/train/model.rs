@@ -24,7 +24,9 @@ use super::baseline::{
 use super::config::TrainConfig;
 
 /// A model that turns a batch of pre-processed images into mask logits at the input size.
-pub trait Segmenter<B: Backend>: Module<B> + Clone + Send + std::fmt::Debug + Sized {
+pub trait Segmenter<B: Backend>:
+    Module<B> + Clone + Send + std::fmt::Debug + Sized + 'static
+{
     /// Builds the model of `cfg` (preset, base weights, adapter) and the trainable policy;
     /// also returns the number of adapted layers.
     fn build(cfg: &TrainConfig, device: &B::Device) -> Result<(Self, TrainablePolicy, usize)>;
