@@ -2,7 +2,8 @@
 # One training step of the SALT paper's SAM, salt vs PyTorch, interleaved (A B A B ...) in one
 # run on the same machine, and the ratio of the medians.
 #
-#   scripts/bench_side_by_side.sh [--method salt|lora|ssam|full|frozen] [--batch N]
+#   scripts/bench_side_by_side.sh [--model salt_paper|unet|unetr|regunet|segnet|deeplabv3plus|segformer]
+#       [--method salt|lora|ssam|full|frozen] [--batch N]
 #       [--steps K] [--rounds R] [--device cpu] [--threads T] [--out FILE.jsonl]
 #
 # Needs `pip install -r scripts/requirements-sam.txt` (torch, segment-anything) and builds
@@ -13,9 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-method=salt batch=2 steps=2 rounds=2 device=cpu threads=$(nproc) out=target/bench-side-by-side.jsonl
+model=salt_paper method=salt batch=2 steps=2 rounds=2 device=cpu threads=$(nproc) out=target/bench-side-by-side.jsonl
 while [ $# -gt 0 ]; do
     case "$1" in
+        --model) model=$2; shift 2 ;;
         --method) method=$2; shift 2 ;;
         --batch) batch=$2; shift 2 ;;
         --steps) steps=$2; shift 2 ;;
@@ -33,10 +35,10 @@ mkdir -p "$(dirname "$out")"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds: salt (load $(cut -d' ' -f1 /proc/loadavg))"
-    RUST_LOG=warn ./target/release/xtask bench-train --device "$device" --method "$method" \
+    RUST_LOG=warn ./target/release/xtask bench-train --device "$device" --model "$model" --method "$method" \
         --batch "$batch" --steps "$steps" --warmup 1 --json "$out" >/dev/null
     echo "round $r/$rounds: pytorch (load $(cut -d' ' -f1 /proc/loadavg))"
-    python3 scripts/torch_train_bench.py --device "$device" --method "$method" --batch "$batch" \
+    python3 scripts/torch_train_bench.py --device "$device" --model "$model" --method "$method" --batch "$batch" \
         --steps "$steps" --warmup 1 --threads "$threads" --json "$out" >/dev/null
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -111,6 +111,12 @@ for dev in cuda wgpu; do
     done
 done
 
+# burn's composed attention (keeps every block's n×n logits and probabilities) against the
+# recomputing one above, at the batch where it matters.
+say "salt cuda f32 batch 16, SALT_ATTENTION=composed"
+SALT_ATTENTION=composed run_sampled 240 "$XTASK" bench-train --device cuda --method salt \
+    --batch 16 --steps "$steps" --warmup 3 --json "$results"
+
 # --- PyTorch ----------------------------------------------------------------------------------
 for b in $batches; do
     for variant in "" "--tf32" "--bf16" "--compile --bf16"; do

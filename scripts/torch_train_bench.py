@@ -21,6 +21,12 @@ Methods (the same trainable sets as `salt train`):
   ssam    + S-SAM scale/shift of every singular value on qkv, proj, lin1, lin2
   full    every parameter
 
+`--model unet|unetr|regunet|segnet|deeplabv3plus|segformer` times Table 1's traditional networks
+instead (`--method full`, 512×512, the same loss and optimizer): MONAI 1.6.1's UNet / UNETR /
+RegUNet and segmentation_models_pytorch 0.6.0's DeepLabV3Plus (ResNet-101) / Segformer (MiT-b3)
+with the paper's arguments, and the SegNet of scripts/baselines_reference_smp.py
+(`pip install monai==1.6.1 segmentation-models-pytorch==0.6.0 einops`).
+
 Prints one JSON object per configuration (also written to --json): median and min seconds per
 step over --steps timed steps after --warmup steps, images/s, and peak memory (CPU: the
 process's peak RSS, reset before the run; CUDA: torch.cuda.max_memory_allocated).
@@ -193,6 +199,32 @@ def attach(model: PaperSam, method: str):
     model.prompt_token.requires_grad_(True)
 
 
+BASELINES = ["unet", "unetr", "regunet", "segnet", "deeplabv3plus", "segformer"]
+
+
+def baseline(name: str) -> nn.Module:
+    """Table 1's traditional network `name` with the paper's arguments (salt-baselines' paper())."""
+    if name in ("unet", "unetr", "regunet"):
+        from monai.networks.nets import UNETR, RegUNet, UNet
+
+        if name == "unet":
+            return UNet(spatial_dims=2, in_channels=3, out_channels=1,
+                        channels=(32, 64, 128, 256, 512), strides=(2, 2, 2, 2), num_res_units=2)
+        if name == "unetr":
+            return UNETR(in_channels=3, out_channels=1, img_size=(512, 512), spatial_dims=2)
+        return RegUNet(spatial_dims=2, in_channels=3, num_channel_initial=32, depth=4, out_channels=1)
+    if name == "segnet":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from baselines_reference_smp import SegNet
+
+        return SegNet([64, 128, 256, 512, 512], [2, 2, 3, 3, 3])
+    import segmentation_models_pytorch as smp
+
+    if name == "deeplabv3plus":
+        return smp.DeepLabV3Plus(encoder_name="resnet101", encoder_weights=None, in_channels=3, classes=1)
+    return smp.Segformer(encoder_name="mit_b3", encoder_weights=None, in_channels=3, classes=1)
+
+
 def loss_fn(logits, masks):
     logits = logits.float()
     p = torch.sigmoid(logits)
@@ -222,6 +254,7 @@ def reset_peak_rss() -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="salt_paper", choices=["salt_paper"] + BASELINES)
     ap.add_argument("--method", default="salt", choices=["frozen", "salt", "lora", "ssam", "full"])
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
@@ -241,8 +274,13 @@ def main() -> int:
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
 
-    model = PaperSam()
-    attach(model, args.method)
+    if args.model == "salt_paper":
+        model = PaperSam()
+        attach(model, args.method)
+    else:
+        if args.method != "full":
+            sys.exit(f"--model {args.model} trains with --method full")
+        model = baseline(args.model)
     model = model.to(dev).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=1e-2)
@@ -280,6 +318,7 @@ def main() -> int:
         "torch": torch.__version__,
         "device": args.device,
         "threads": torch.get_num_threads(),
+        "model": args.model,
         "method": args.method,
         "batch": args.batch,
         "precision": "bf16-autocast" if args.bf16 else ("tf32" if args.tf32 else "f32"),

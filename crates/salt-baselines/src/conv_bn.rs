@@ -9,6 +9,7 @@
 //! `model.valid()`) as `eval()`. One deviation in training: burn updates `running_var` with the
 //! biased batch variance where PyTorch uses the unbiased one (the forward output is the same).
 
+use crate::fast::FastConv;
 use burn::config::Config;
 use burn::module::{Initializer, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -124,7 +125,7 @@ impl<B: Backend> ConvBnRelu<B> {
     /// # Shapes
     /// `[n, in, h, w]` → `[n, out, h', w']` (same size for `padding = dilation·(k-1)/2`).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(self.bn.forward(self.conv.fast(x)))
     }
 }
 
@@ -166,7 +167,7 @@ impl<B: Backend> SeparableConv2d<B> {
     /// # Shapes
     /// `[n, in, h, w]` → `[n, out, h, w]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.pointwise.forward(self.depthwise.forward(x))
+        self.pointwise.fast(self.depthwise.fast(x))
     }
 }
 
@@ -270,7 +271,7 @@ impl<B: Backend> SegmentationHead<B> {
     /// # Shapes
     /// `[n, c, h, w]` → `[n, classes, h·upsampling, w·upsampling]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.conv.forward(x);
+        let x = self.conv.fast(x);
         if self.upsampling > 1 {
             let [_, _, h, w] = x.dims();
             resize_bilinear(x, [h * self.upsampling, w * self.upsampling], true)

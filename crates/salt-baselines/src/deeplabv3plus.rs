@@ -21,6 +21,7 @@ use crate::conv_bn::{
     XAVIER_UNIFORM,
 };
 use crate::error::Error;
+use crate::fast::FastConv;
 use crate::resnet::{ResNet, ResNetConfig, RESNET_KEY_MAP};
 
 /// smp `DeepLabV3Plus` `state_dict` ↔ [`DeepLabV3Plus`].
@@ -379,7 +380,7 @@ impl<B: Backend> AsppPooling<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, _, h, w] = x.dims();
         let pooled = x.mean_dim(3).mean_dim(2); // [n, c, 1, 1]
-        let y = relu(self.bn.forward(self.conv.forward(pooled)));
+        let y = relu(self.bn.forward(self.conv.fast(pooled)));
         let c = y.dims()[1];
         y.expand([n, c, h, w])
     }

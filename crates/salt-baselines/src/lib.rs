@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod conv_bn;
 pub mod deeplabv3plus;
 pub mod error;
+pub mod fast;
 pub mod mit;
 pub mod monai_blocks;
 pub mod params;

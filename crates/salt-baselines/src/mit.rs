@@ -20,6 +20,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use crate::checkpoint::{load_state_dict, KeyMap, LoadReport};
 use crate::conv_bn::{drop_path, ConvSpec, KAIMING_NORMAL_FAN_OUT};
 use crate::error::Error;
+use crate::fast::FastConv;
 
 /// A MiT checkpoint ↔ [`MixVisionTransformer`]: same names; the classifier is skipped.
 pub const MIT_KEY_MAP: KeyMap = KeyMap {
@@ -327,7 +328,7 @@ impl<B: Backend> OverlapPatchEmbed<B> {
     /// # Shapes
     /// `[n, c, h, w]` → tokens `[n, h'·w', d]` and `(h', w')`.
     pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 3>, usize, usize) {
-        let x = self.proj.forward(x);
+        let x = self.proj.fast(x);
         let [n, d, h, w] = x.dims();
         let tokens = x.reshape([n, d, h * w]).swap_dims(1, 2); // [n, h·w, d]
         (self.norm.forward(tokens), h, w)
@@ -393,7 +394,7 @@ impl<B: Backend> Attention<B> {
         let reduced = match (&self.sr, &self.norm) {
             (Some(sr), Some(norm)) => {
                 let grid = x.swap_dims(1, 2).reshape([n, d, h, w]); // [n, d, h, w]
-                let r = sr.forward(grid);
+                let r = sr.fast(grid);
                 let [_, _, rh, rw] = r.dims();
                 norm.forward(r.reshape([n, d, rh * rw]).swap_dims(1, 2)) // [n, rh·rw, d]
             }
@@ -428,7 +429,7 @@ impl<B: Backend> Mlp<B> {
         let x = self.fc1.forward(x);
         let [n, len, c] = x.dims();
         let grid = x.swap_dims(1, 2).reshape([n, c, h, w]); // [n, hidden, h, w]
-        let x = self.dwconv.dwconv.forward(grid);
+        let x = self.dwconv.dwconv.fast(grid);
         let x = x.reshape([n, c, len]).swap_dims(1, 2); // [n, h·w, hidden]
         self.fc2.forward(gelu(x))
     }

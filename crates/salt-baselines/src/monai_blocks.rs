@@ -17,6 +17,7 @@
 //! variance, PyTorch with the unbiased one (a factor `n / (n − 1)`, `n` = batch × H × W values
 //! per channel: below 1e-5 relative at 512×512). Forward outputs are unaffected.
 
+use crate::fast::FastConv;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{
@@ -269,7 +270,7 @@ impl<B: Backend> Convolution<B> {
     /// # Shapes
     /// `x: [n, in, h, w]` → `[n, out, h', w']`, `h' = ⌊(h + 2p − k) / s⌋ + 1`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.conv.forward(x);
+        let x = self.conv.fast(x);
         match &self.adn {
             Some(adn) => adn.forward(x),
             None => x,
@@ -290,7 +291,7 @@ impl<B: Backend> TransposedConvolution<B> {
     /// # Shapes
     /// `x: [n, in, h, w]` → `[n, out, (h − 1)·s − 2p + k + op, …]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.conv.forward(x);
+        let x = self.conv.fast(x);
         match &self.adn {
             Some(adn) => adn.forward(x),
             None => x,
@@ -377,7 +378,7 @@ impl<B: Backend> ResidualUnit<B> {
     /// `x: [n, in, h, w]` → `[n, out, ⌈h / s⌉, ⌈w / s⌉]` (odd kernels, "same" padding).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let res = match &self.residual {
-            Some(conv) => conv.forward(x.clone()),
+            Some(conv) => conv.fast(x.clone()),
             None => x.clone(),
         };
         self.conv.iter().fold(x, |x, unit| unit.forward(x)) + res

@@ -18,6 +18,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use crate::checkpoint::{load_state_dict, KeyMap, LoadReport};
 use crate::conv_bn::{ConvSpec, KAIMING_NORMAL_FAN_OUT};
 use crate::error::Error;
+use crate::fast::FastConv;
 
 /// Output channels of a `Bottleneck` / its `planes`.
 pub const BOTTLENECK_EXPANSION: usize = 4;
@@ -237,7 +238,7 @@ impl<B: Backend> ResNet<B> {
     /// convolution / pooling arithmetic) at every stage that is not dilated. `h`, `w` multiples
     /// of 32 give exact `h/2, h/4, h/8, h/16, h/32` (or `h/16` for the dilated stages).
     pub fn forward(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 5] {
-        let stem = relu(self.bn1.forward(self.conv1.forward(x)));
+        let stem = relu(self.bn1.forward(self.conv1.fast(x)));
         let x = max_pool2d(stem.clone(), [3, 3], [2, 2], [1, 1], [1, 1], false);
         let run = |stage: &[Bottleneck<B>], x: Tensor<B, 4>| {
             stage.iter().fold(x, |x, block| block.forward(x))
@@ -317,12 +318,12 @@ impl<B: Backend> Bottleneck<B> {
     /// `[n, inplanes, h, w]` → `[n, 4·planes, h/stride, w/stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => d.bn.forward(d.conv.fast(x.clone())),
             None => x.clone(),
         };
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = relu(self.bn1.forward(self.conv1.fast(x)));
+        let out = relu(self.bn2.forward(self.conv2.fast(out)));
+        let out = self.bn3.forward(self.conv3.fast(out));
         relu(out + identity)
     }
 }

@@ -34,6 +34,7 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Tensor};
 use crate::checkpoint::KeyMap;
 use crate::conv_bn::{ConvBnRelu, ConvBnReluConfig, ConvSpec, KAIMING_NORMAL_FAN_OUT};
 use crate::error::Error;
+use crate::fast::FastConv;
 
 /// The reference SegNet's `state_dict` ↔ [`SegNet`]: same names.
 pub const KEY_MAP: KeyMap = KeyMap {
@@ -225,7 +226,7 @@ impl<B: Backend> SegNet<B> {
         SegNetIntermediates {
             encoder,
             decoder,
-            logits: self.classifier.forward(x),
+            logits: self.classifier.fast(x),
         }
     }
 }

@@ -14,6 +14,7 @@ use burn::tensor::{backend::Backend, Distribution, Tensor};
 
 use crate::checkpoint::KeyMap;
 use crate::error::Error;
+use crate::fast::FastConv;
 use crate::monai_blocks::{Convolution, ConvolutionConfig, TransposedConvolution};
 
 /// MONAI's UNETR patch side (fixed: `UNETR` has no argument for it).
@@ -410,7 +411,7 @@ impl<B: Backend> PatchEmbeddingBlock<B> {
     /// # Shapes
     /// `x: [n, c, 16·gh, 16·gw]` → `[n, gh·gw, hidden]` (tokens row-major over the grid).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
-        let x = self.patch_embeddings.forward(x); // [n, d, gh, gw]
+        let x = self.patch_embeddings.fast(x); // [n, d, gh, gw]
         let [n, d, gh, gw] = x.dims();
         let x = x.reshape([n, d, gh * gw]).swap_dims(1, 2); // [n, gh·gw, d]
         self.dropout.forward(x + self.position_embeddings.val())

@@ -54,7 +54,7 @@ pub use io::{
 };
 pub use linear::{AdaptableLinear, AdaptableLinearConfig};
 pub use lora::LoraAdapter;
-pub use matconv::{conv2d_matmul, patch_conv_channels_last};
+pub use matconv::{conv2d_matmul, conv_transpose2d_matmul, patch_conv_channels_last};
 pub use policy::{
     apply_trainable, is_adapter_key, is_trainable, param_key, parameter_keys, ParamReport,
 };
