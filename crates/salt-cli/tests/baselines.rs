@@ -1,44 +1,14 @@
 //! A Table-1 baseline through the same commands as SAM: train, eval, export-merged, predict
 //! (from the run and from the exported reference-format checkpoint), and `salt models`.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
-use safetensors::SafeTensors;
-
-fn salt(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_salt"))
-        .args(args)
-        .output()
-        .expect("run salt");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{f32_tensors as tensors, salt};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|n| {
-            let t = st.tensor(&n).unwrap();
-            let v = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (n, t.shape().to_vec(), v)
-        })
-        .collect()
 }
 
 #[test]
@@ -89,8 +59,10 @@ fn a_baseline_trains_evaluates_exports_and_predicts() {
     assert_eq!(summary["params"]["total"], 407_092);
     assert_eq!(summary["params"]["trainable"], 407_092);
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "train_bce_loss").unwrap();
     let last = csv.lines().last().unwrap();
-    let bce: f64 = last.rsplit(',').next().unwrap().parse().unwrap();
+    let bce: f64 = last.split(',').nth(col).unwrap().parse().unwrap();
     assert!(bce > 0.0, "dice+bce trained with a BCE term: {last}");
 
     let (ok, _, err) = salt(&[

@@ -1,25 +1,16 @@
 //! `--precision`: mixed-precision training stays close to f32 where a backend can run it (flex,
 //! burn's CPU backend with bf16/f16 arithmetic), and a backend that cannot is refused by name.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::salt;
 
 /// bf16 keeps 8 significant bits (relative rounding 2^-8 ≈ 0.4 %) in every matmul operand; over
 /// a few SALT steps on the tiny model the epoch losses (≈ 1) stay within this of the f32 run's.
 #[cfg(feature = "flex")]
 const BF16_LOSS_TOL: f64 = 2e-2;
-
-fn salt(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_salt"))
-        .args(args)
-        .output()
-        .expect("run salt");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn dataset(d: &Path) -> PathBuf {
     let data = d.join("data");
@@ -139,20 +130,9 @@ fn bf16_and_f16_loss_curves_stay_near_f32_on_flex() {
 /// Every tensor of the run's `last/adapter.safetensors`, concatenated in key order.
 #[cfg(feature = "flex")]
 fn adapter(run: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(run.join("last/adapter.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    names
-        .iter()
-        .flat_map(|n| {
-            st.tensor(n)
-                .unwrap()
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect::<Vec<_>>()
-        })
+    common::f32_tensors(&run.join("last/adapter.safetensors"))
+        .into_iter()
+        .flat_map(|(_, _, v)| v)
         .collect()
 }
 

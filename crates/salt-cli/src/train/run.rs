@@ -345,21 +345,21 @@ pub fn validate<B: Backend, M: Segmenter<B>>(
 
 fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
     let f = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
-    let mut s = String::from("epoch,step,lr,train_loss,train_dice_loss,train_focal_loss,val_dice,val_hd95,val_empty,seconds,train_bce_loss\n");
+    let mut s = String::from("epoch,step,lr,train_loss,train_dice_loss,train_focal_loss,train_bce_loss,val_dice,val_hd95,val_empty,seconds\n");
     for r in history {
         s.push_str(&format!(
-            "{},{},{:e},{:.6},{:.6},{:.6},{},{},{},{:.2},{:.6}\n",
+            "{},{},{:e},{:.6},{:.6},{:.6},{:.6},{},{},{},{:.2}\n",
             r.epoch,
             r.step,
             r.lr,
             r.train_loss,
             r.train_dice_loss,
             r.train_focal_loss,
+            r.train_bce_loss,
             f(r.val_dice),
             f(r.val_hd95),
             r.val_empty,
-            r.seconds,
-            r.train_bce_loss
+            r.seconds
         ));
     }
     salt_core::write_atomic(path, s.as_bytes())?;
