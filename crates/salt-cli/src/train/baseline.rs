@@ -125,23 +125,15 @@ fn build_net<B: Backend, N: Module<B> + burn_store::ModuleSnapshot<B>>(
     Ok((net, if smoke { SMOKE_SIZE } else { PAPER_SIZE }))
 }
 
-/// Parameters as PyTorch counts them: BatchNorm running statistics are buffers there, but
-/// burn visits them like parameters.
-pub fn is_buffer(key: &str) -> bool {
-    key.ends_with("running_mean") || key.ends_with("running_var")
-}
-
-/// [`ParamReport`] of a baseline, buffers left out.
-fn report_without_buffers<B: Backend, M: Module<B>>(
+/// [`ParamReport`] of a baseline as PyTorch counts it: BatchNorm's running statistics are
+/// buffers there, but burn visits them like parameters
+/// ([`salt_baselines::params::running_stat_count`]).
+fn report_without_buffers<B: Backend, M: Module<B> + burn_store::ModuleSnapshot<B>>(
     model: &M,
     policy: &TrainablePolicy,
 ) -> ParamReport {
     let mut r = ParamReport::new::<B, _>(model, policy, 0);
-    let buffers: usize = salt_core::parameter_keys::<B, _>(model)
-        .iter()
-        .filter(|(k, _)| is_buffer(k))
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum();
+    let buffers = salt_baselines::params::running_stat_count(model);
     r.total -= buffers;
     if r.trainable >= buffers && policy.full {
         r.trainable -= buffers;
@@ -190,7 +182,7 @@ macro_rules! baseline {
             }
 
             fn param_report(&self, policy: &TrainablePolicy) -> ParamReport {
-                report_without_buffers::<B, _>(self, policy)
+                report_without_buffers::<B, _>(&self.net, policy)
             }
 
             fn export(
