@@ -275,6 +275,9 @@ mod tests {
 
     #[test]
     fn one_step_of_the_tiny_model_is_timed_and_reported() {
+        let _rng = crate::train::run::tests::BACKEND_RNG
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let opts = BenchTrainOptions {
             model: "tiny_salt_paper".into(),
             svd_rank: 2,

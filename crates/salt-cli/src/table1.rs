@@ -640,6 +640,9 @@ mod tests {
 
     #[test]
     fn a_smoke_table_has_baseline_and_sam_rows_with_the_papers_numbers_and_figure3() {
+        let _rng = crate::train::run::tests::BACKEND_RNG
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         smoke_data(&data).unwrap();

@@ -193,6 +193,9 @@ mod tests {
 
     #[test]
     fn counts_equal_the_trained_models_counts() {
+        let _rng = crate::train::run::tests::BACKEND_RNG
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         // tiny_salt_paper under each method: the SVD-free count equals the model `salt train`
         // builds (adapters injected by SVD, policy applied).
         let rows = model_sizes("tiny_salt_paper", 4, 4).unwrap();

@@ -963,7 +963,7 @@ impl EpochLosses {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::backend::{Autodiff, NdArray};
     use salt_data::synth::{write_dataset_sized, SynthLayout};
@@ -971,8 +971,9 @@ mod tests {
 
     type TestAutodiffBackend = Autodiff<NdArray<f32>>;
 
-    /// burn's ndarray generator is process-wide: runs that must be reproducible take turns.
-    static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    /// burn's ndarray generator is process-wide: runs that must be reproducible, and every
+    /// test that seeds it (another crate-module's too), take turns.
+    pub(crate) static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn dataset(dir: &Path, n: usize) -> PathBuf {
         let root = dir.join("data");
