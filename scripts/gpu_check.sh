@@ -117,6 +117,18 @@ say "salt cuda f32 batch 16, SALT_ATTENTION=composed"
 SALT_ATTENTION=composed run_sampled 240 "$XTASK" bench-train --device cuda --method salt \
     --batch 16 --steps "$steps" --warmup 3 --json "$results"
 
+# Data-parallel scaling on a machine with several GPUs: the global batch 16 per GPU on 1, 2, …
+# all CUDA devices (burn's collective sums the gradients; docs/architecture.md).
+ngpu=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
+if [ "${ngpu:-0}" -gt 1 ]; then
+    for n in $(seq 2 "$ngpu"); do
+        devs=$(seq -s, 0 $((n - 1)) | sed 's/\([0-9]\+\)/cuda:\1/g')
+        say "salt $devs f32 batch $((16 * n)) (data-parallel)"
+        run_sampled 300 "$XTASK" bench-train --device "$devs" --method salt \
+            --batch $((16 * n)) --steps "$steps" --warmup 3 --json "$results"
+    done
+fi
+
 # --- PyTorch ----------------------------------------------------------------------------------
 for b in $batches; do
     for variant in "" "--tf32" "--bf16" "--compile --bf16"; do
@@ -131,7 +143,7 @@ done
 python3 - "$results" <<'EOF' | tee "$OUT/summary.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(f"{'impl':8} {'device':8} {'variant':18} {'batch':>5} {'ms/step':>9} {'img/s':>8} {'peak GiB':>9}")
+print(f"{'impl':8} {'device':16} {'variant':18} {'batch':>5} {'ms/step':>9} {'img/s':>8} {'peak GiB':>9}")
 for r in rows:
     if "failed" in r:
         print(f"FAILED: {r['failed']} (rc {r['rc']})")
@@ -144,5 +156,5 @@ for r in rows:
         dev, b = r["device"], r["batch"]
         var = r["precision"] + (" compile" if r["compile"] else "")
         peak = r["peak_bytes"] / 2**30
-    print(f"{r['impl']:8} {dev:8} {var:18} {b:>5} {1000 * r['median_s']:>9.1f} {r['images_per_s']:>8.1f} {peak:>9.2f}")
+    print(f"{r['impl']:8} {dev:16} {var:18} {b:>5} {1000 * r['median_s']:>9.1f} {r['images_per_s']:>8.1f} {peak:>9.2f}")
 EOF

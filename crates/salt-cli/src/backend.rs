@@ -140,44 +140,255 @@ pub fn parse_precision(s: &str) -> std::result::Result<salt_core::Precision, Str
 
 /// Runs `task` on the backend of `spec`.
 pub fn dispatch<T: Task>(spec: DeviceSpec, task: T) -> Result<T::Output> {
+    dispatch_devices(&DeviceList::Listed(vec![spec]), One(task))
+}
+
+/// A single-device [`Task`] as a [`MultiTask`] on a one-device list.
+struct One<T>(T);
+
+impl<T: Task> MultiTask for One<T> {
+    type Output = T::Output;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<T::Output> {
+        let device = devices
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no device to run on"))?;
+        self.0.run::<B>(device)
+    }
+}
+
+/// Work that runs on several devices of one backend at once (data-parallel training).
+pub trait MultiTask {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on backend `B`, on `devices` (at least one; the first is the main one).
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<Self::Output>;
+}
+
+/// The devices of a run, as `--device` names them: one device, a comma-separated list of one
+/// backend's devices (`cuda:0,cuda:1`, `wgpu:0,wgpu:1`; `cpu,cpu` runs two CPU replicas as
+/// threads sharing the cores), or every device of a GPU backend (`cuda:all`, `wgpu:all`, and
+/// `all`: CUDA's when this binary has it, else wgpu's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceList {
+    /// These devices, in order; the first holds the main replica.
+    Listed(Vec<DeviceSpec>),
+    /// Every CUDA device of the machine.
+    AllCuda,
+    /// Every discrete GPU wgpu finds.
+    AllWgpu,
+}
+
+impl fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceList::Listed(specs) => {
+                let names: Vec<String> = specs.iter().map(ToString::to_string).collect();
+                write!(f, "{}", names.join(","))
+            }
+            DeviceList::AllCuda => write!(f, "cuda:all"),
+            DeviceList::AllWgpu => write!(f, "wgpu:all"),
+        }
+    }
+}
+
+impl FromStr for DeviceList {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cuda:all" => return Ok(DeviceList::AllCuda),
+            "wgpu:all" | "gpu:all" => return Ok(DeviceList::AllWgpu),
+            "all" => {
+                return if cfg!(feature = "cuda") {
+                    Ok(DeviceList::AllCuda)
+                } else if cfg!(feature = "wgpu") {
+                    Ok(DeviceList::AllWgpu)
+                } else {
+                    Err(
+                        "device `all` means every GPU, but this `salt` binary has no GPU backend; \
+                         rebuild with `--features cuda` or `--features wgpu`, or name the devices"
+                            .into(),
+                    )
+                };
+            }
+            _ => {}
+        }
+        let specs = s
+            .split(',')
+            .map(|part| part.trim().parse::<DeviceSpec>())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let kind = std::mem::discriminant(&specs[0]);
+        if let Some(other) = specs.iter().find(|d| std::mem::discriminant(*d) != kind) {
+            return Err(format!(
+                "`{s}` mixes backends ({} and {other}): the devices of one run must all be of \
+                 one backend",
+                specs[0]
+            ));
+        }
+        if specs.len() > 1 {
+            for (i, d) in specs.iter().enumerate() {
+                if *d == DeviceSpec::Wgpu(None) {
+                    return Err(format!(
+                        "`{s}`: in a list of devices, name each wgpu GPU by its index (wgpu:0, \
+                         wgpu:1, …)"
+                    ));
+                }
+                let gpu = matches!(d, DeviceSpec::Wgpu(_) | DeviceSpec::Cuda(_));
+                if gpu && specs[..i].contains(d) {
+                    return Err(format!(
+                        "`{s}` names {d} twice: each GPU holds at most one replica"
+                    ));
+                }
+            }
+        }
+        Ok(DeviceList::Listed(specs))
+    }
+}
+
+impl DeviceList {
+    /// The one device of a single-device list.
+    pub fn single(&self) -> Option<DeviceSpec> {
+        match self {
+            DeviceList::Listed(v) if v.len() == 1 => Some(v[0]),
+            _ => None,
+        }
+    }
+
+    /// Whether the devices are CPU backends (whose replicas share the machine's memory).
+    pub fn is_cpu(&self) -> bool {
+        matches!(self, DeviceList::Listed(v) if matches!(v[0], DeviceSpec::Cpu | DeviceSpec::Flex))
+    }
+
+    /// The devices, `all` expanded to what this machine has.
+    pub fn resolve(&self) -> Result<Vec<DeviceSpec>> {
+        match self {
+            DeviceList::Listed(v) => Ok(v.clone()),
+            DeviceList::AllCuda => {
+                #[cfg(feature = "cuda")]
+                {
+                    probe_cuda()?;
+                    let n =
+                        <burn::backend::Cuda as burn::tensor::backend::Backend>::device_count(0);
+                    anyhow::ensure!(n > 0, "cuda:all: the CUDA driver reports no device");
+                    Ok((0..n).map(DeviceSpec::Cuda).collect())
+                }
+                #[cfg(not(feature = "cuda"))]
+                {
+                    Err(not_compiled(DeviceSpec::Cuda(0), "cuda"))
+                }
+            }
+            DeviceList::AllWgpu => {
+                #[cfg(feature = "wgpu")]
+                {
+                    probe_wgpu(&wgpu_device(None))?;
+                    let n =
+                        <burn::backend::Wgpu as burn::tensor::backend::Backend>::device_count(0);
+                    anyhow::ensure!(
+                        n > 0,
+                        "wgpu:all: wgpu finds no discrete GPU here (integrated and software \
+                         adapters are left out); name the device, e.g. --device wgpu"
+                    );
+                    Ok((0..n).map(|i| DeviceSpec::Wgpu(Some(i))).collect())
+                }
+                #[cfg(not(feature = "wgpu"))]
+                {
+                    Err(not_compiled(DeviceSpec::Wgpu(None), "wgpu"))
+                }
+            }
+        }
+    }
+}
+
+/// [`dispatch_devices`] of `task` in `precision`, checked on every device.
+pub fn dispatch_devices_in<T: MultiTask>(
+    list: &DeviceList,
+    precision: salt_core::Precision,
+    task: T,
+) -> Result<T::Output> {
+    struct Checked<T>(T, salt_core::Precision, Vec<DeviceSpec>);
+    impl<T: MultiTask> MultiTask for Checked<T> {
+        type Output = T::Output;
+        fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<T::Output> {
+            for (device, spec) in devices.iter().zip(&self.2) {
+                salt_core::check_precision::<B>(device, self.1, &spec.to_string())?;
+            }
+            let _guard = salt_core::PrecisionGuard::set(self.1);
+            self.0.run::<B>(devices)
+        }
+    }
+    let specs = list.resolve()?;
+    dispatch_devices(
+        &DeviceList::Listed(specs.clone()),
+        Checked(task, precision, specs),
+    )
+}
+
+/// Runs `task` on the backend of `list`'s devices, each checked to exist and run first.
+pub fn dispatch_devices<T: MultiTask>(list: &DeviceList, task: T) -> Result<T::Output> {
     use burn::backend::NdArray;
-    match spec {
-        DeviceSpec::Cpu => task.run::<Autodiff<NdArray<f32>>>(Default::default()),
+    let specs = list.resolve()?;
+    let n = specs.len();
+    match specs[0] {
+        DeviceSpec::Cpu => task.run::<Autodiff<NdArray<f32>>>(vec![Default::default(); n]),
         DeviceSpec::Flex => {
             #[cfg(feature = "flex")]
             {
-                run_on::<burn::backend::Flex, T>(task, Default::default())
+                run_on::<burn::backend::Flex, T>(task, vec![Default::default(); n])
             }
             #[cfg(not(feature = "flex"))]
             {
                 drop(task);
-                Err(not_compiled(spec, "flex"))
+                Err(not_compiled(specs[0], "flex"))
             }
         }
-        DeviceSpec::Wgpu(index) => {
+        DeviceSpec::Wgpu(_) => {
             #[cfg(feature = "wgpu")]
             {
-                let device = wgpu_device(index);
-                probe_wgpu(&device)?;
-                run_on::<burn::backend::Wgpu, T>(task, device)
+                let mut devices = Vec::with_capacity(n);
+                for spec in &specs {
+                    let DeviceSpec::Wgpu(index) = *spec else {
+                        unreachable!("DeviceList holds one backend's devices")
+                    };
+                    let device = wgpu_device(index);
+                    probe_wgpu(&device).map_err(|e| e.context(format!("device {spec}")))?;
+                    devices.push(device);
+                }
+                run_on::<burn::backend::Wgpu, T>(task, devices)
             }
             #[cfg(not(feature = "wgpu"))]
             {
-                let _ = (index, task);
-                Err(not_compiled(spec, "wgpu"))
+                drop(task);
+                Err(not_compiled(specs[0], "wgpu"))
             }
         }
-        DeviceSpec::Cuda(index) => {
+        DeviceSpec::Cuda(_) => {
             #[cfg(feature = "cuda")]
             {
                 probe_cuda()?;
-                let device = burn::backend::cuda::CudaDevice::new(index);
-                run_on::<burn::backend::Cuda, T>(task, device)
+                let count = if n > 1 {
+                    <burn::backend::Cuda as burn::tensor::backend::Backend>::device_count(0)
+                } else {
+                    usize::MAX
+                };
+                let mut devices = Vec::with_capacity(n);
+                for spec in &specs {
+                    let DeviceSpec::Cuda(index) = *spec else {
+                        unreachable!("DeviceList holds one backend's devices")
+                    };
+                    anyhow::ensure!(
+                        index < count,
+                        "device {spec}: this machine has {count} CUDA device(s), cuda:0 to cuda:{}",
+                        count.saturating_sub(1)
+                    );
+                    devices.push(burn::backend::cuda::CudaDevice::new(index));
+                }
+                run_on::<burn::backend::Cuda, T>(task, devices)
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (index, task);
-                Err(not_compiled(spec, "cuda"))
+                drop(task);
+                Err(not_compiled(specs[0], "cuda"))
             }
         }
     }
@@ -191,17 +402,17 @@ pub fn dispatch<T: Task>(spec: DeviceSpec, task: T) -> Result<T::Output> {
 /// tests run their tasks on ndarray. The library that the `salt` binary, xtask and the
 /// integration tests link always has every compiled-in backend (tests/predict.rs runs flex).
 #[cfg(all(any(feature = "flex", feature = "wgpu", feature = "cuda"), not(test)))]
-fn run_on<B: burn::tensor::backend::Backend, T: Task>(
+fn run_on<B: burn::tensor::backend::Backend, T: MultiTask>(
     task: T,
-    device: B::Device,
+    devices: Vec<B::Device>,
 ) -> Result<T::Output> {
-    task.run::<Autodiff<B>>(device)
+    task.run::<Autodiff<B>>(devices)
 }
 
 #[cfg(all(any(feature = "flex", feature = "wgpu", feature = "cuda"), test))]
-fn run_on<B: burn::tensor::backend::Backend, T: Task>(
+fn run_on<B: burn::tensor::backend::Backend, T: MultiTask>(
     task: T,
-    _device: B::Device,
+    _devices: Vec<B::Device>,
 ) -> Result<T::Output> {
     drop(task);
     anyhow::bail!("salt-cli's unit-test build runs tasks on ndarray only")
@@ -304,6 +515,39 @@ mod tests {
             .contains("unknown device `tpu`"));
         assert!("cuda:x".parse::<DeviceSpec>().unwrap_err().contains("`x`"));
         assert!("cpu:1".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn parses_device_lists() {
+        let l = |s: &str| s.parse::<DeviceList>();
+        assert_eq!(l("cpu"), Ok(DeviceList::Listed(vec![DeviceSpec::Cpu])));
+        assert_eq!(
+            l("cuda:0, cuda:1"),
+            Ok(DeviceList::Listed(vec![
+                DeviceSpec::Cuda(0),
+                DeviceSpec::Cuda(1)
+            ]))
+        );
+        assert_eq!(
+            l("cpu,cpu").map(|d| d.to_string()),
+            Ok("cpu,cpu".to_string())
+        );
+        assert_eq!(l("cuda:all"), Ok(DeviceList::AllCuda));
+        assert_eq!(l("wgpu:all"), Ok(DeviceList::AllWgpu));
+        let err = l("cuda:0,wgpu:0").unwrap_err();
+        assert!(err.contains("mixes backends"), "{err}");
+        let err = l("cuda:1,cuda:1").unwrap_err();
+        assert!(err.contains("cuda:1 twice"), "{err}");
+        let err = l("wgpu,wgpu:1").unwrap_err();
+        assert!(err.contains("by its index"), "{err}");
+        assert!(l("cuda:0,tpu")
+            .unwrap_err()
+            .contains("unknown device `tpu`"));
+        assert_eq!(l("cpu").unwrap().single(), Some(DeviceSpec::Cpu));
+        assert_eq!(l("cpu,cpu").unwrap().single(), None);
+        assert!(l("cpu,cpu").unwrap().is_cpu());
+        #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+        assert!(l("all").unwrap_err().contains("no GPU backend"));
     }
 
     struct Sum;

@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use salt_core::{apply_trainable, ParamReport, TrainablePolicy};
 
-use crate::backend::{dispatch_in, DeviceSpec, Task};
+use crate::backend::{dispatch_devices_in, DeviceList, MultiTask};
 use crate::train::config::{paper_trainable, MethodName, TrainConfig};
 use crate::train::loss::LossConfig;
 use crate::train::model::{with_train_model, ModelFamily, TrainModelTask, TrainSegmenter};
+use crate::train::replicas::Replicas;
 use crate::train::run::model_config;
+use salt_data::HostBatch;
 
 /// What to time (also `cargo xtask bench-train`'s flags).
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
@@ -47,7 +49,8 @@ pub struct BenchTrainOptions {
     /// Untimed steps before (first-use allocation, JIT, autotune).
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// `cpu`, `flex`, `wgpu[:N]`, `cuda[:N]` (build with the matching feature).
+    /// `cpu`, `flex`, `wgpu[:N]`, `cuda[:N]` (build with the matching feature); a list
+    /// (`cuda:0,cuda:1`, `cuda:all`) times data-parallel steps of the global batch `--batch`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Seed of the weights, images and masks.
@@ -101,6 +104,13 @@ pub struct BenchTrainResult {
     pub params: ParamReport,
     /// Loss of the last step.
     pub last_loss: f64,
+    /// Data-parallel replicas (devices) the batch was split across.
+    #[serde(default = "one")]
+    pub replicas: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Times `opts.steps` training steps on the device of `opts.device`.
@@ -112,17 +122,17 @@ pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
             opts.steps
         );
     }
-    let spec: DeviceSpec = opts.device.parse().map_err(anyhow::Error::msg)?;
-    dispatch_in(spec, opts.precision, BenchTask(opts.clone()))
+    let devices: DeviceList = opts.device.parse().map_err(anyhow::Error::msg)?;
+    dispatch_devices_in(&devices, opts.precision, BenchTask(opts.clone()))
 }
 
 struct BenchTask(BenchTrainOptions);
 
-impl Task for BenchTask {
+impl MultiTask for BenchTask {
     type Output = BenchTrainResult;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<BenchTrainResult> {
-        struct Run<B: AutodiffBackend>(BenchTrainOptions, B::Device);
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<BenchTrainResult> {
+        struct Run<B: AutodiffBackend>(BenchTrainOptions, Vec<B::Device>);
         impl<B: AutodiffBackend> TrainModelTask<B> for Run<B> {
             type Output = BenchTrainResult;
             fn run<M: TrainSegmenter<B>>(self) -> Result<BenchTrainResult> {
@@ -130,7 +140,7 @@ impl Task for BenchTask {
             }
         }
         let model = self.0.model.clone();
-        with_train_model(&model, Run::<B>(self.0, device))
+        with_train_model(&model, Run::<B>(self.0, devices))
     }
 }
 
@@ -188,8 +198,18 @@ fn bench_model<B: AutodiffBackend, M: TrainSegmenter<B>>(
 
 fn run_bench<B: AutodiffBackend, M: TrainSegmenter<B>>(
     opts: BenchTrainOptions,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<BenchTrainResult> {
+    let device = &devices[0];
+    if opts.batch < devices.len() {
+        bail!(
+            "batch = {}: smaller than the {} devices of --device {}; the batch is split across \
+             them",
+            opts.batch,
+            devices.len(),
+            opts.device
+        );
+    }
     let cfg = train_config(&opts)?;
     let (mut sam, policy) = bench_model::<B, M>(&opts, &cfg, device)?;
     let params = sam.param_report(&policy);
@@ -207,6 +227,29 @@ fn run_bench<B: AutodiffBackend, M: TrainSegmenter<B>>(
         .with_weight_decay(cfg.weight_decay as f32)
         .init::<B, M>();
     let loss_cfg = LossConfig::default();
+    // Several devices: the host batch is split and uploaded every step, as `salt train` does.
+    let mut replicas = None;
+    let mut host = None;
+    if devices.len() > 1 {
+        let names: Vec<String> = (0..devices.len()).map(|k| format!("#{k}")).collect();
+        replicas = Some(Replicas::<B, M>::start(
+            &sam, &optim, devices, &names, loss_cfg, None,
+        )?);
+        let floats = |t: Tensor<B, 4>| -> Result<Vec<f32>> {
+            t.into_data()
+                .convert::<f32>()
+                .into_vec()
+                .map_err(|e| anyhow::anyhow!("reading the bench batch: {e:?}"))
+        };
+        host = Some(HostBatch {
+            images: floats(images.clone())?,
+            masks: floats(masks.clone())?,
+            size: s,
+            ids: (0..opts.batch).map(|i| format!("bench{i}")).collect(),
+            original_sizes: vec![(s, s); opts.batch],
+            resized_sizes: vec![(s, s); opts.batch],
+        });
+    }
     let mut times = Vec::with_capacity(opts.steps);
     let mut last_loss = f64::NAN;
     for i in 0..opts.warmup + opts.steps {
@@ -214,12 +257,27 @@ fn run_bench<B: AutodiffBackend, M: TrainSegmenter<B>>(
             reset_peak_rss();
         }
         let t0 = Instant::now();
-        let logits = sam.logits(images.clone())?;
-        let terms = loss_cfg.forward(logits, masks.clone());
-        last_loss = terms.total.clone().into_scalar().elem();
-        let grads = GradientsParams::from_grads(terms.total.backward(), &sam);
-        sam = optim.step(cfg.lr, sam, grads);
-        B::sync(device).map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"))?;
+        if let (Some(replicas), Some(host)) = (&mut replicas, &host) {
+            let row = replicas.step(
+                &mut sam,
+                &mut optim,
+                &loss_cfg,
+                host.clone(),
+                cfg.lr,
+                i + 1,
+                device,
+            )?;
+            last_loss = row.narrow(0, 0, 1).into_scalar().elem();
+        } else {
+            let logits = sam.logits(images.clone())?;
+            let terms = loss_cfg.forward(logits, masks.clone());
+            last_loss = terms.total.clone().into_scalar().elem();
+            let grads = GradientsParams::from_grads(terms.total.backward(), &sam);
+            sam = optim.step(cfg.lr, sam, grads);
+        }
+        for d in devices {
+            B::sync(d).map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"))?;
+        }
         let dt = t0.elapsed().as_secs_f64();
         tracing::info!(
             step = i + 1,
@@ -231,10 +289,7 @@ fn run_bench<B: AutodiffBackend, M: TrainSegmenter<B>>(
             times.push(dt);
         }
     }
-    let cpu = matches!(
-        opts.device.parse::<DeviceSpec>(),
-        Ok(DeviceSpec::Cpu | DeviceSpec::Flex)
-    );
+    let cpu = opts.device.parse::<DeviceList>().is_ok_and(|l| l.is_cpu());
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = if sorted.len() % 2 == 1 {
@@ -253,6 +308,7 @@ fn run_bench<B: AutodiffBackend, M: TrainSegmenter<B>>(
         step_s: times,
         params,
         last_loss,
+        replicas: devices.len(),
     })
 }
 
@@ -301,6 +357,15 @@ mod tests {
             .unwrap();
             assert!(r.last_loss.is_finite(), "{method}");
         }
+        let r = bench_train(&BenchTrainOptions {
+            device: "cpu,cpu".into(),
+            steps: 1,
+            warmup: 1,
+            ..opts.clone()
+        })
+        .unwrap();
+        assert_eq!(r.replicas, 2);
+        assert!(r.last_loss.is_finite());
         let err = bench_train(&BenchTrainOptions {
             method: "qlora".into(),
             ..opts

@@ -12,7 +12,12 @@ use salt_cli::cmd;
 #[command(name = "salt", version, about, long_about = None)]
 struct Cli {
     /// Log filter (tracing's env-filter syntax), e.g. `info`, `debug`, `salt_core=debug`.
-    #[arg(long, global = true, default_value = "info", env = "SALT_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,burn_collective=warn",
+        env = "SALT_LOG"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,

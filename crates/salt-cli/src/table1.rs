@@ -327,7 +327,7 @@ fn run_cell<B: AutodiffBackend, M: TrainSegmenter<B>>(
             overwrite: true,
             ..RunOptions::with_progress()
         };
-        let summary = train::<B>(cfg, &opts, device)?;
+        let summary = train::<B>(cfg, &opts, std::slice::from_ref(device))?;
         let best = cfg.out.join(BEST_DIR);
         let dir = if best.is_dir() {
             best

@@ -6,6 +6,8 @@
 //!
 //! Run with `--nocapture` to see the table of cases and their messages.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -137,16 +139,7 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        let data = root.join("data");
-        salt_data::synth::write_dataset_sized(
-            &data,
-            salt_data::synth::Style::parse("xray-angio").unwrap(),
-            4,
-            3,
-            salt_data::synth::SynthLayout::Paper,
-            64,
-        )
-        .unwrap();
+        let data = common::synth_dataset(root.join("data"), 4, 3);
         let run = root.join("run");
         let ckpt = fixtures().join("checkpoint.pth");
         let (ok, _, err) = salt(&args![
@@ -617,6 +610,27 @@ fn train_refuses_bad_inputs() {
             &["tpu"],
         )
         .absent(fresh("dv")),
+        case(
+            "--device list mixing backends",
+            with(&fresh("dm"), &["--device", "cuda:0,wgpu:0"]),
+            &["cuda:0,wgpu:0", "mixes backends"],
+        )
+        .absent(fresh("dm")),
+        case(
+            "--devices naming a GPU twice",
+            with(&fresh("d2"), &["--devices", "cuda:1,cuda:1"]),
+            &["cuda:1 twice"],
+        )
+        .absent(fresh("d2")),
+        case(
+            "--device list longer than the batch",
+            with(
+                &fresh("db"),
+                &["--device", "cpu,cpu,cpu", "--batch-size", "2"],
+            ),
+            &["batch_size = 2", "3 devices"],
+        )
+        .absent(fresh("db")),
         case(
             "--config with an unknown key",
             args![

@@ -15,16 +15,7 @@ fn p(path: &Path) -> &str {
 fn a_baseline_trains_evaluates_exports_and_predicts() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let data = d.join("data");
-    salt_data::synth::write_dataset_sized(
-        &data,
-        salt_data::synth::Style::parse("xray-angio").unwrap(),
-        4,
-        5,
-        salt_data::synth::SynthLayout::Paper,
-        64,
-    )
-    .unwrap();
+    let data = common::synth_dataset(d.join("data"), 4, 5);
     let run = d.join("run");
     let train = |method: &str| {
         salt(&[

@@ -13,17 +13,7 @@ use common::salt;
 const BF16_LOSS_TOL: f64 = 2e-2;
 
 fn dataset(d: &Path) -> PathBuf {
-    let data = d.join("data");
-    salt_data::synth::write_dataset_sized(
-        &data,
-        salt_data::synth::Style::parse("xray-angio").unwrap(),
-        4,
-        3,
-        salt_data::synth::SynthLayout::Paper,
-        64,
-    )
-    .unwrap();
-    data
+    common::synth_dataset(d.join("data"), 4, 3)
 }
 
 fn train_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {

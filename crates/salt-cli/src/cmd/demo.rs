@@ -87,7 +87,7 @@ impl Task for Demo {
             overwrite: true,
             ..RunOptions::with_progress()
         };
-        let summary = train::<B>(&cfg, &opts, &device)?;
+        let summary = train::<B>(&cfg, &opts, std::slice::from_ref(&device))?;
         // Evaluate the best adapter on the validation split, at the original resolution.
         let sam =
             load_trained::<B, salt_sam::Sam<B>>(&cfg, &cfg.out.join(BEST_DIR), false, &device)?

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::backend::{dispatch_in, DeviceSpec, Task};
+use crate::backend::{dispatch_devices_in, DeviceList, MultiTask};
 use crate::train::config::{MethodName, Schedule, TrainConfig};
 use crate::train::run::{train, RunOptions, TrainSummary};
 
@@ -76,8 +76,10 @@ pub struct Args {
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Device: cpu, flex, wgpu[:N], cuda[:N].
-    #[arg(long)]
+    /// Device: cpu, flex, wgpu[:N], cuda[:N]. Several devices of one backend train
+    /// data-parallel, one replica each, the batch split across them: `cuda:0,cuda:1`,
+    /// `wgpu:0,wgpu:1`, `cuda:all`, `wgpu:all`, `all` (`--devices` is the same flag).
+    #[arg(long, visible_alias = "devices")]
     pub device: Option<String>,
     /// Compute precision of matmuls and attention: f32, bf16 or f16 (mixed precision; bf16 and
     /// f16 need a GPU backend or flex).
@@ -159,18 +161,18 @@ impl Args {
 
 struct TrainTask(TrainConfig, RunOptions);
 
-impl Task for TrainTask {
+impl MultiTask for TrainTask {
     type Output = TrainSummary;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainSummary> {
-        train::<B>(&self.0, &self.1, &device)
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<TrainSummary> {
+        train::<B>(&self.0, &self.1, &devices)
     }
 }
 
-/// Trains on the chosen device and prints a JSON summary.
+/// Trains on the chosen device(s) and prints a JSON summary.
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.resolve()?;
     cfg.validate()?;
-    let spec: DeviceSpec = cfg.device.parse().map_err(anyhow::Error::msg)?;
+    let devices: DeviceList = cfg.device.parse().map_err(anyhow::Error::msg)?;
     let opts = RunOptions {
         resume: args.resume,
         overwrite: args.overwrite,
@@ -179,7 +181,8 @@ pub fn run(args: Args) -> Result<()> {
         ..Default::default()
     };
     let precision = cfg.precision;
-    let summary = dispatch_in(spec, precision, TrainTask(cfg, opts)).context("training")?;
+    let summary =
+        dispatch_devices_in(&devices, precision, TrainTask(cfg, opts)).context("training")?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -81,7 +81,9 @@ pub struct TrainConfig {
     pub warmup_epochs: usize,
     /// Seed of everything random (adapter init, shuffling, augmentation, dropout).
     pub seed: u64,
-    /// Device: `cpu`, `flex`, `wgpu[:N]`, `cuda[:N]`.
+    /// Device: `cpu`, `flex`, `wgpu[:N]`, `cuda[:N]`; or several of one backend for
+    /// data-parallel training (`cuda:0,cuda:1`, `cuda:all`, `wgpu:all`, `all`), `batch_size`
+    /// being the global batch split across them.
     pub device: String,
     /// Compute precision of matmuls and attention: `f32`, `bf16` or `f16` (mixed precision:
     /// f32 weights, optimizer state, norms, softmax and loss).
@@ -172,7 +174,7 @@ impl TrainConfig {
             );
         }
         self.device
-            .parse::<crate::backend::DeviceSpec>()
+            .parse::<crate::backend::DeviceList>()
             .map_err(anyhow::Error::msg)?;
         Ok(())
     }

@@ -153,6 +153,112 @@ impl LossConfig {
     }
 }
 
+/// One replica's part of a data-parallel batch's loss ([`LossConfig::local`]).
+///
+/// The batch-global Dice is not a mean over images, so averaging the replicas' own losses would
+/// not give the single-device gradient. Instead each replica contributes its sums (`Σσ(z)·y`,
+/// `Σy`, `Σσ(z)`) and its share of the mean focal / BCE terms; after these five numbers are
+/// summed over the replicas ([`LocalLoss::stats`], one all-reduce), [`LocalLoss::finish`] gives
+/// each replica a surrogate whose gradient is exactly its part of the whole batch's gradient:
+/// with `I`, `T`, `P` the batch's sums, `N = 2I + s`, `D = T + P + s` (held constant), the Dice
+/// loss `1 − N/D` has the gradient of `Σ_k (−2·I_k/D + N·P_k/D²)`. The replicas' gradients then
+/// add up (a sum all-reduce) to the single-device gradient, up to f32 summation order.
+#[derive(Debug, Clone)]
+pub struct LocalLoss<B: Backend> {
+    kind: LossKind,
+    weights: (f64, f64, f64),
+    smooth: f64,
+    inter: Tensor<B, 1>,
+    target_sum: Tensor<B, 1>,
+    pred_sum: Tensor<B, 1>,
+    focal: Tensor<B, 1>,
+    bce: Tensor<B, 1>,
+}
+
+impl LossConfig {
+    /// This replica's part of the batch loss: its images are `share` (= n_k / batch size) of
+    /// the batch; `share = 0` marks a stand-in (a replica with no image of a short last batch
+    /// runs one image whose every term counts zero).
+    pub fn local<B: Backend, const D: usize>(
+        &self,
+        logits: Tensor<B, D>,
+        targets: Tensor<B, D>,
+        share: f64,
+    ) -> LocalLoss<B> {
+        let active = if share > 0.0 { 1.0 } else { 0.0 };
+        let zero = || Tensor::<B, 1>::zeros([1], &logits.device());
+        let p = sigmoid(logits.clone());
+        let inter = (p.clone() * targets.clone()).sum().mul_scalar(active);
+        let target_sum = targets.clone().sum().mul_scalar(active);
+        let pred_sum = p.sum().mul_scalar(active);
+        let (mut focal, mut bce) = (zero(), zero());
+        match self.kind {
+            LossKind::Dice => {}
+            LossKind::DiceFocal => {
+                focal = focal_loss(logits, targets, self.focal_alpha, self.focal_gamma)
+                    .mul_scalar(share)
+            }
+            LossKind::DiceBce => bce = bce_loss(logits, targets).mul_scalar(share),
+        }
+        LocalLoss {
+            kind: self.kind,
+            weights: (self.dice_weight, self.focal_weight, self.bce_weight),
+            smooth: self.dice_smooth,
+            inter,
+            target_sum,
+            pred_sum,
+            focal,
+            bce,
+        }
+    }
+}
+
+impl<B: Backend> LocalLoss<B> {
+    /// `[Σσ(z)·y, Σy, Σσ(z), share·focal, share·bce]` of this replica, detached: summed over
+    /// the replicas, the batch's statistics.
+    pub fn stats(&self) -> Tensor<B, 1> {
+        Tensor::cat(
+            vec![
+                self.inter.clone(),
+                self.target_sum.clone(),
+                self.pred_sum.clone(),
+                self.focal.clone(),
+                self.bce.clone(),
+            ],
+            0,
+        )
+        .detach()
+    }
+
+    /// From the batch's statistics (the replicas' [`stats`](Self::stats) summed): the
+    /// surrogate to call `backward` on, and the batch's detached `[total, dice, focal, bce]`
+    /// (the same on every replica).
+    pub fn finish(self, batch: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let (wd, wf, wb) = self.weights;
+        let stat = |i: usize| batch.clone().narrow(0, i, 1);
+        let n = stat(0).mul_scalar(2.0).add_scalar(self.smooth);
+        let d = (stat(1) + stat(2)).add_scalar(self.smooth);
+        let dice = (n.clone() / d.clone()).neg().add_scalar(1.0);
+        let surrogate_dice =
+            (self.inter.mul_scalar(-2.0) / d.clone()) + self.pred_sum * n / (d.clone() * d);
+        let mut surrogate = surrogate_dice.mul_scalar(wd);
+        let mut total = dice.clone().mul_scalar(wd);
+        let (focal, bce) = (stat(3), stat(4));
+        match self.kind {
+            LossKind::Dice => {}
+            LossKind::DiceFocal => {
+                surrogate = surrogate + self.focal.mul_scalar(wf);
+                total = total + focal.clone().mul_scalar(wf);
+            }
+            LossKind::DiceBce => {
+                surrogate = surrogate + self.bce.mul_scalar(wb);
+                total = total + bce.clone().mul_scalar(wb);
+            }
+        }
+        (surrogate, Tensor::cat(vec![total, dice, focal, bce], 0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +355,84 @@ mod tests {
             (got - expected).abs() < LOSS_TOL * expected.max(1.0),
             "{got} vs {expected}"
         );
+    }
+
+    /// Split into parts, the local losses' statistics summed and their surrogates' gradients
+    /// added give the whole batch's loss terms and gradient (batch-global Dice included).
+    #[test]
+    fn split_losses_add_up_to_the_whole_batch() {
+        use burn::backend::Autodiff;
+        type Ad = Autodiff<TestBackend>;
+        let d = Default::default();
+        let z: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) / 2.0).collect();
+        let y: Vec<f32> = (0..24).map(|i| ((i * 5 % 3) == 0) as u8 as f32).collect();
+        for kind in [LossKind::Dice, LossKind::DiceFocal, LossKind::DiceBce] {
+            let cfg = LossConfig {
+                kind,
+                ..LossConfig::default()
+            };
+            let whole = Tensor::<Ad, 1>::from_floats(z.as_slice(), &d).require_grad();
+            let targets = Tensor::<Ad, 1>::from_floats(y.as_slice(), &d);
+            let terms = cfg.forward(whole.clone().reshape([4, 6]), targets.reshape([4, 6]));
+            let expected: Vec<f32> = Tensor::cat(
+                vec![terms.total.clone(), terms.dice, terms.focal, terms.bce],
+                0,
+            )
+            .into_data()
+            .to_vec()
+            .unwrap();
+            let g = terms.total.backward();
+            let expected_grad: Vec<f32> = whole.grad(&g).unwrap().into_data().to_vec().unwrap();
+            // Parts of 3 and 1 images, and a stand-in (share 0) that must count nothing.
+            let parts = [(0..18, 0.75), (18..24, 0.25), (0..6, 0.0)];
+            let leaves: Vec<Tensor<Ad, 1>> = parts
+                .iter()
+                .map(|(r, _)| Tensor::<Ad, 1>::from_floats(&z[r.clone()], &d).require_grad())
+                .collect();
+            let locals: Vec<LocalLoss<Ad>> = parts
+                .iter()
+                .zip(&leaves)
+                .map(|((r, share), leaf)| {
+                    let n = r.len() / 6;
+                    let t = Tensor::<Ad, 1>::from_floats(&y[r.clone()], &d);
+                    cfg.local(leaf.clone().reshape([n, 6]), t.reshape([n, 6]), *share)
+                })
+                .collect();
+            let stats = locals
+                .iter()
+                .map(LocalLoss::stats)
+                .reduce(|a, b| a + b)
+                .unwrap();
+            let mut grad = vec![0.0f32; 24];
+            for ((local, leaf), (r, share)) in locals.into_iter().zip(&leaves).zip(&parts) {
+                let (surrogate, row) = local.finish(stats.clone());
+                let row: Vec<f32> = row.into_data().to_vec().unwrap();
+                for (a, b) in row.iter().zip(&expected) {
+                    assert!(
+                        (a - b).abs() < LOSS_TOL as f32,
+                        "{kind:?}: {row:?} vs {expected:?}"
+                    );
+                }
+                let g = surrogate.backward();
+                let part: Vec<f32> = leaf.grad(&g).unwrap().into_data().to_vec().unwrap();
+                if *share == 0.0 {
+                    assert!(
+                        part.iter().all(|&v| v == 0.0),
+                        "{kind:?}: stand-in {part:?}"
+                    );
+                    continue;
+                }
+                for (i, v) in r.clone().zip(part) {
+                    grad[i] += v;
+                }
+            }
+            for (a, b) in grad.iter().zip(&expected_grad) {
+                assert!(
+                    (a - b).abs() < 1e-7,
+                    "{kind:?}: {grad:?} vs {expected_grad:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod loss;
 pub mod memory;
 pub mod model;
 pub mod qualitative;
+pub mod replicas;
 pub mod run;
 pub mod rundir;
 pub mod schedule;

@@ -32,6 +32,7 @@ use super::model::{
 
 use super::config::TrainConfig;
 use super::loss::LossConfig;
+use super::replicas::{ReplicaFault, Replicas};
 use super::rundir::{clear_run, fault_point, holds_run, publish, recover, staging, RunLock};
 use super::schedule::learning_rate;
 
@@ -164,6 +165,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// After training, also evaluate the training split (reported as `train_dice`).
     pub eval_train: bool,
+    /// Make one data-parallel replica fail at a step; for tests.
+    pub replica_fault: Option<ReplicaFault>,
 }
 
 impl RunOptions {
@@ -498,39 +501,93 @@ fn check_loss(
 /// before the epoch's window is checked.
 pub const LOSS_WINDOW: usize = 8;
 
-/// Trains `cfg` on backend `B`.
+/// Trains `cfg` on backend `B`: on `devices[0]`, or data-parallel with one replica per device
+/// when there are several (train/replicas.rs; `cfg.batch_size` is the global batch).
 pub fn train<B: AutodiffBackend>(
     cfg: &TrainConfig,
     opts: &RunOptions,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<TrainSummary> {
-    struct Train<'a, B: AutodiffBackend>(&'a TrainConfig, &'a RunOptions, &'a B::Device);
+    struct Train<'a, B: AutodiffBackend>(&'a TrainConfig, &'a RunOptions, &'a [B::Device]);
     impl<B: AutodiffBackend> TrainModelTask<B> for Train<'_, B> {
         type Output = TrainSummary;
         fn run<M: TrainSegmenter<B>>(self) -> Result<TrainSummary> {
             train_model::<B, M>(self.0, self.1, self.2)
         }
     }
-    with_train_model(&cfg.model, Train::<B>(cfg, opts, device))
+    if devices.is_empty() {
+        bail!("no device to train on");
+    }
+    with_train_model(&cfg.model, Train::<B>(cfg, opts, devices))
+}
+
+/// The names of `devices` for messages: `cfg.device`'s list when it names them one by one.
+fn device_names(cfg: &TrainConfig, n: usize) -> Vec<String> {
+    match cfg.device.parse::<crate::backend::DeviceList>() {
+        Ok(crate::backend::DeviceList::Listed(v)) if v.len() == n => {
+            v.iter().map(ToString::to_string).collect()
+        }
+        _ => (0..n).map(|k| format!("{} #{k}", cfg.device)).collect(),
+    }
 }
 
 /// [`train`] of the model type `M`.
 fn train_model<B: AutodiffBackend, M: TrainSegmenter<B>>(
     cfg: &TrainConfig,
     opts: &RunOptions,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<TrainSummary> {
     let out = cfg.out.clone();
+    let device = &devices[0];
+    let replicas = devices.len();
+    if cfg.batch_size < replicas {
+        bail!(
+            "batch_size = {}: smaller than the {replicas} devices of --device {}; the batch is \
+             split across the devices, so expected at least {replicas}",
+            cfg.batch_size,
+            cfg.device
+        );
+    }
     // Held until this function returns: one training per directory.
     let _lock = open_run_dir(cfg, opts)?;
     let (train_set, val_set) = open_data(cfg)?;
     if ModelFamily::of(&cfg.model)? == ModelFamily::Sam {
-        super::memory::check_batch(&model_config(&cfg.model)?, cfg.batch_size, &cfg.device)?;
+        // CPU replicas share the machine's memory; GPU replicas each hold their part.
+        let cpu = cfg
+            .device
+            .parse::<crate::backend::DeviceList>()
+            .is_ok_and(|l| l.is_cpu());
+        let per_device = if cpu {
+            cfg.batch_size
+        } else {
+            cfg.batch_size.div_ceil(replicas)
+        };
+        let first = device_names(cfg, replicas).remove(0);
+        let first = if cpu && replicas > 1 {
+            "cpu".into()
+        } else {
+            first
+        };
+        super::memory::check_batch(&model_config(&cfg.model)?, per_device, &first)?;
     }
     let base = base_identity(cfg)?;
     let mut run = Run::<B, M>::build(cfg, device)?;
     if opts.resume {
         run.resume(cfg, &base, opts.allow_base_mismatch, device)?;
+    }
+    if replicas > 1 {
+        let loss_cfg = LossConfig {
+            kind: cfg.loss,
+            ..LossConfig::default()
+        };
+        run.replicas = Some(Replicas::start(
+            &run.model,
+            &run.optim,
+            devices,
+            &device_names(cfg, replicas),
+            loss_cfg,
+            opts.replica_fault,
+        )?);
     }
     // Everything is loaded and checked: only now does the directory change.
     if opts.overwrite && holds_run(&out, &RUN_FILES).is_some() {
@@ -649,6 +706,8 @@ struct Run<B: AutodiffBackend, M: TrainSegmenter<B>> {
     params: ParamReport,
     adapted: usize,
     state: TrainState,
+    /// The other replicas of a data-parallel run.
+    replicas: Option<Replicas<B, M>>,
 }
 
 impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
@@ -682,6 +741,7 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
             params,
             adapted,
             state,
+            replicas: None,
         })
     }
 
@@ -762,8 +822,26 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
                     cfg.warmup_epochs * steps_per_epoch,
                 );
                 losses.images += host.len();
-                let batch = host.to_device::<B>(device);
-                window.push(self.step(&loss_cfg, batch, losses.lr)?);
+                match &mut self.replicas {
+                    Some(replicas) => {
+                        let step = self.state.step + 1;
+                        let row = replicas.step(
+                            &mut self.model,
+                            &mut self.optim,
+                            &loss_cfg,
+                            host,
+                            losses.lr,
+                            step,
+                            device,
+                        )?;
+                        self.state.step = step;
+                        window.push((step, row));
+                    }
+                    None => {
+                        let batch = host.to_device::<B>(device);
+                        window.push(self.step(&loss_cfg, batch, losses.lr)?);
+                    }
+                }
                 if window.len() == LOSS_WINDOW {
                     losses.check_window(&mut window, &mut self.state, epoch, &cfg.out)?;
                 }
@@ -1013,7 +1091,7 @@ pub(crate) mod tests {
             eval_train: true,
             ..Default::default()
         };
-        let s = train::<TestAutodiffBackend>(&cfg, &opts, &Default::default()).unwrap();
+        let s = train::<TestAutodiffBackend>(&cfg, &opts, &[Default::default()]).unwrap();
         let first = s.history.first().unwrap().train_loss;
         let last = s.history.last().unwrap().train_loss;
         assert!(last < 0.7 * first, "loss did not fall: {first} -> {last}");
@@ -1056,7 +1134,7 @@ pub(crate) mod tests {
             .build()
             .unwrap();
         let run = |cfg: &TrainConfig, opts: &RunOptions| {
-            pool.install(|| train::<TestAutodiffBackend>(cfg, opts, &device))
+            pool.install(|| train::<TestAutodiffBackend>(cfg, opts, std::slice::from_ref(&device)))
                 .unwrap()
         };
         let a = run(&cfg_a, &RunOptions::default());
@@ -1110,18 +1188,18 @@ pub(crate) mod tests {
         let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(&dir.path().join("missing"), &dir.path().join("run"));
-        let err = train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &Default::default())
+        let err = train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &[Default::default()])
             .unwrap_err();
         assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
         let data = dataset(dir.path(), 4);
         cfg.data = data;
         cfg.svd_rank = 1000;
-        let err = train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &Default::default())
+        let err = train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &[Default::default()])
             .unwrap_err();
         assert!(format!("{err:#}").contains("svd_rank = 1000"), "{err:#}");
         cfg.svd_rank = 4;
         cfg.model = "vit_z".into();
-        let err = train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &Default::default())
+        let err = train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &[Default::default()])
             .unwrap_err();
         assert!(format!("{err:#}").contains("vit_z"), "{err:#}");
     }
@@ -1139,7 +1217,12 @@ pub(crate) mod tests {
         let device = Default::default();
         let err = format!(
             "{:#}",
-            train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &device).unwrap_err()
+            train::<TestAutodiffBackend>(
+                &cfg,
+                &RunOptions::default(),
+                std::slice::from_ref(&device)
+            )
+            .unwrap_err()
         );
         assert!(
             err.contains("at step 2 (epoch 1)") && err.contains("no checkpoint was written yet"),
@@ -1204,7 +1287,7 @@ pub(crate) mod tests {
         let data = dataset(dir.path(), 6);
         let mut cfg = config(&data, &dir.path().join("run"));
         cfg.epochs = 2;
-        train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &Default::default()).unwrap();
+        train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &[Default::default()]).unwrap();
         let out = dir.path().join("eval");
         crate::cmd::eval::run(crate::cmd::eval::Args {
             trained: crate::cmd::eval::AdapterArgs {
@@ -1244,5 +1327,180 @@ pub(crate) mod tests {
         assert_eq!(summary["report"]["dice"]["mean"].as_f64(), s.dice.mean);
         assert_eq!(summary["report"]["hd95"]["mean"].as_f64(), s.hd95.mean);
         assert!(out.join("qualitative.png").is_file());
+    }
+
+    /// The largest absolute difference between the trained tensors of two adapter directories,
+    /// and its key.
+    fn max_tensor_diff(a: &Path, b: &Path) -> (f32, String) {
+        let (ta, tb) = (
+            AdapterTensors::read(a).unwrap(),
+            AdapterTensors::read(b).unwrap(),
+        );
+        let keys: Vec<&str> = ta.keys().collect();
+        assert_eq!(keys, tb.keys().collect::<Vec<_>>());
+        assert!(!keys.is_empty());
+        let mut worst = (0.0f32, String::new());
+        for k in keys {
+            let (x, y) = (ta.get(k).unwrap().1, tb.get(k).unwrap().1);
+            let d = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            if d > worst.0 {
+                worst = (d, k.to_string());
+            }
+        }
+        worst
+    }
+
+    /// Data-parallel replicas sum their gradients in another order than one device's batch
+    /// (and burn-ndarray's own sums vary with rayon's splitting): after 6 AdamW steps at lr 3e-3
+    /// on weights of order 1, the replicas' tensors stay this close to one device's (measured:
+    /// at most 4.8e-7 for SALT and LoRA, 2 and 3 replicas; docs/benchmarks.md).
+    const DATA_PARALLEL_TOL: f32 = 1e-5;
+
+    #[test]
+    fn data_parallel_replicas_train_like_one_device_with_the_same_global_batch() {
+        let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        // 5 training images, batch 4: a full batch and a batch of 1 per epoch; with 3 replicas
+        // the full batch splits 2 + 1 + 1 and the short one leaves two replicas a stand-in.
+        let data = dataset(dir.path(), 8);
+        let device = Default::default();
+        for (method, name) in [
+            (super::super::config::MethodName::Salt, "salt"),
+            (super::super::config::MethodName::Lora, "lora"),
+        ] {
+            let mut cfg = config(&data, &dir.path().join(format!("{name}-1")));
+            cfg.method = method;
+            cfg.lora_dropout = 0.0;
+            cfg.batch_size = 4;
+            cfg.augment = true;
+            let one =
+                train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &[device]).unwrap();
+            for n in [2, 3] {
+                let cfg_n = TrainConfig {
+                    out: dir.path().join(format!("{name}-{n}")),
+                    device: vec!["cpu"; n].join(","),
+                    ..cfg.clone()
+                };
+                let many =
+                    train::<TestAutodiffBackend>(&cfg_n, &RunOptions::default(), &vec![device; n])
+                        .unwrap();
+                assert_eq!((many.epochs, many.steps), (one.epochs, one.steps));
+                for (x, y) in one.history.iter().zip(&many.history) {
+                    let d = (x.train_loss - y.train_loss).abs();
+                    assert!(
+                        d < 1e-5,
+                        "{name}, {n} replicas, epoch {}: loss differs by {d}",
+                        x.epoch
+                    );
+                }
+                let (d, key) = max_tensor_diff(&one.out.join(LAST_DIR), &many.out.join(LAST_DIR));
+                eprintln!("{name}: {n} replicas vs one device: max |Δ| {d:e} ({key})");
+                assert!(
+                    d < DATA_PARALLEL_TOL,
+                    "{name}, {n} replicas: {key} differs by {d:e} from one device"
+                );
+            }
+            if method == super::super::config::MethodName::Salt {
+                // The comparison can fail: two replicas with another global batch (2) are far
+                // outside the tolerance.
+                let cfg_b2 = TrainConfig {
+                    out: dir.path().join("salt-batch2"),
+                    device: "cpu,cpu".into(),
+                    batch_size: 2,
+                    ..cfg.clone()
+                };
+                let b2 =
+                    train::<TestAutodiffBackend>(&cfg_b2, &RunOptions::default(), &[device; 2])
+                        .unwrap();
+                let (d, _) = max_tensor_diff(&one.out.join(LAST_DIR), &b2.out.join(LAST_DIR));
+                assert!(
+                    d > 100.0 * DATA_PARALLEL_TOL,
+                    "batch 2 vs batch 4: only {d:e}"
+                );
+                // Stopped after epoch 1 and resumed, on 2 replicas: as the uninterrupted run.
+                let cfg_r = TrainConfig {
+                    out: dir.path().join("salt-resumed"),
+                    device: "cpu,cpu".into(),
+                    ..cfg.clone()
+                };
+                let stop = RunOptions {
+                    stop_after_epoch: Some(1),
+                    ..Default::default()
+                };
+                train::<TestAutodiffBackend>(&cfg_r, &stop, &[device; 2]).unwrap();
+                let resume = RunOptions {
+                    resume: true,
+                    ..Default::default()
+                };
+                let r = train::<TestAutodiffBackend>(&cfg_r, &resume, &[device; 2]).unwrap();
+                assert_eq!(r.epochs, 3);
+                let (d, key) = max_tensor_diff(&one.out.join(LAST_DIR), &r.out.join(LAST_DIR));
+                eprintln!(
+                    "salt: 2 replicas stopped and resumed vs one device: max |Δ| {d:e} ({key})"
+                );
+                assert!(
+                    d < DATA_PARALLEL_TOL,
+                    "resumed replicas: {key} differs by {d:e}"
+                );
+            }
+        }
+    }
+
+    /// Runs `f` on a thread and fails if it does not finish within `secs` (a hang).
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .expect("the run hung (or panicked) instead of returning")
+    }
+
+    #[test]
+    fn a_failing_replica_stops_the_run_with_its_error() {
+        let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let data = dataset(dir.path(), 8);
+        for (k, (replica, step, panic, expected)) in [
+            (1, 2, false, "replica 1: injected failure at step 2"),
+            (0, 3, false, "replica 0: injected failure at step 3"),
+            (2, 1, true, "injected panic of replica 2 at step 1"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut cfg = config(&data, &dir.path().join(format!("fail-{k}")));
+            cfg.batch_size = 4;
+            cfg.device = "cpu,cpu,cpu".into();
+            let opts = RunOptions {
+                replica_fault: Some(ReplicaFault {
+                    replica,
+                    step,
+                    panic,
+                }),
+                ..Default::default()
+            };
+            let err = within(120, move || {
+                train::<TestAutodiffBackend>(&cfg, &opts, &[Default::default(); 3])
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+        // A batch smaller than the device count is refused before anything runs.
+        let mut cfg = config(&data, &dir.path().join("small-batch"));
+        cfg.batch_size = 2;
+        cfg.device = "cpu,cpu,cpu".into();
+        let err =
+            train::<TestAutodiffBackend>(&cfg, &RunOptions::default(), &[Default::default(); 3])
+                .unwrap_err();
+        assert!(
+            format!("{err}").contains("smaller than the 3 devices"),
+            "{err}"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Helpers shared by the integration tests that run the `salt` binary.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Runs `salt` with `args`: `(success, stdout, stderr)`.
+#[allow(dead_code)] // bad_inputs.rs has its own, taking owned arguments
 pub fn salt(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_salt"))
         .args(args)
@@ -35,4 +36,20 @@ pub fn f32_tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
             (n, t.shape().to_vec(), v)
         })
         .collect()
+}
+
+/// A synthetic X-ray angiography dataset of `n` 64-px images (seed `seed`) in the paper's
+/// layout, written to `root`; returns `root`.
+#[allow(dead_code)] // not every test file trains
+pub fn synth_dataset(root: PathBuf, n: usize, seed: u64) -> PathBuf {
+    salt_data::synth::write_dataset_sized(
+        &root,
+        salt_data::synth::Style::parse("xray-angio").unwrap(),
+        n,
+        seed,
+        salt_data::synth::SynthLayout::Paper,
+        64,
+    )
+    .unwrap();
+    root
 }
