@@ -55,7 +55,8 @@ enum Task {
             default_value = "unet,unetr,regunet,segnet,deeplabv3plus,segformer,sam,ssam,lora4,lora256,salt4,salt256"
         )]
         methods: Vec<String>,
-        /// Device: cpu, flex, wgpu[:N], cuda[:N] (build xtask with the matching feature).
+        /// Device: cpu, flex, wgpu[:N], cuda[:N] (build xtask with the matching feature); several
+        /// of one backend (`cuda:0,cuda:1`, `cuda:all`) train each cell data-parallel.
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Output directory.

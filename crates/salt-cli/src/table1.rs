@@ -15,7 +15,7 @@ use salt_core::ParamReport;
 use salt_data::{Split, VesselDataset};
 use salt_metrics::{DistanceDefinition, MetricOptions};
 
-use crate::backend::{dispatch, DeviceSpec, Task};
+use crate::backend::{dispatch_devices, DeviceList, MultiTask};
 use crate::cmd::eval::{evaluate, Protocol};
 use crate::train::baseline::BaselineKind;
 use crate::train::config::{MethodName, TrainConfig};
@@ -186,7 +186,8 @@ pub struct Table1Options {
     pub datasets: Vec<String>,
     /// Methods to run.
     pub methods: Vec<String>,
-    /// Device.
+    /// Device, or several of one backend (`cuda:0,cuda:1`, `cuda:all`): each cell then trains
+    /// data-parallel (`salt train --device`).
     pub device: String,
     /// Output directory.
     pub out: PathBuf,
@@ -294,27 +295,29 @@ const FIGURE_MASK: &str = "figure3_mask.png";
 
 struct CellTask(TrainConfig, String, String);
 
-impl Task for CellTask {
+impl MultiTask for CellTask {
     type Output = Cell;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Cell> {
-        struct Run<'a, B: AutodiffBackend>(&'a CellTask, &'a B::Device);
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<Cell> {
+        struct Run<'a, B: AutodiffBackend>(&'a CellTask, &'a [B::Device]);
         impl<B: AutodiffBackend> TrainModelTask<B> for Run<'_, B> {
             type Output = Cell;
             fn run<M: TrainSegmenter<B>>(self) -> Result<Cell> {
                 run_cell::<B, M>(self.0, self.1)
             }
         }
-        with_train_model(&self.0.model, Run::<B>(&self, &device))
+        with_train_model(&self.0.model, Run::<B>(&self, &devices))
     }
 }
 
-/// Trains (or, for `sam`, only builds) the cell's model, evaluates it with the paper's protocol
-/// and writes its prediction of the first validation image for [`figure3`].
+/// Trains (or, for `sam`, only builds) the cell's model, data-parallel over `devices` when there
+/// are several, evaluates it with the paper's protocol on the first device and writes its
+/// prediction of the first validation image for [`figure3`].
 fn run_cell<B: AutodiffBackend, M: TrainSegmenter<B>>(
     task: &CellTask,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<Cell> {
     let CellTask(cfg, method, dataset) = task;
+    let device = &devices[0];
     let (model, report): (M, ParamReport) = if method == "sam" {
         // No training: the model as loaded, with its (zero) prompt token.
         std::fs::create_dir_all(&cfg.out)?;
@@ -327,7 +330,7 @@ fn run_cell<B: AutodiffBackend, M: TrainSegmenter<B>>(
             overwrite: true,
             ..RunOptions::with_progress()
         };
-        let summary = train::<B>(cfg, &opts, std::slice::from_ref(device))?;
+        let summary = train::<B>(cfg, &opts, devices)?;
         let best = cfg.out.join(BEST_DIR);
         let dir = if best.is_dir() {
             best
@@ -386,7 +389,7 @@ pub fn reproduce(opts: &Table1Options) -> Result<PathBuf> {
     if !opts.smoke && opts.checkpoint.is_none() {
         bail!("--checkpoint sam_vit_b_01ec64.pth is required (or --smoke for the synthetic pipeline check)");
     }
-    let spec: DeviceSpec = opts.device.parse().map_err(anyhow::Error::msg)?;
+    let devices: DeviceList = opts.device.parse().map_err(anyhow::Error::msg)?;
     let mut cells = Vec::new();
     for (dataset, _) in DATASETS
         .iter()
@@ -404,8 +407,8 @@ pub fn reproduce(opts: &Table1Options) -> Result<PathBuf> {
                     .with_context(|| format!("reading {}", result.display()))?
             } else {
                 tracing::info!(dataset, method, "running");
-                let cell = dispatch(
-                    spec,
+                let cell = dispatch_devices(
+                    &devices,
                     CellTask(cfg.clone(), method.to_string(), dataset.to_string()),
                 )
                 .with_context(|| format!("{method} on {dataset}"))?;
