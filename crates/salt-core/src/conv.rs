@@ -103,7 +103,12 @@ impl<B: Backend> AdaptableConv2d<B> {
                 let base = conv2d(x.clone(), self.weight.val(), bias, self.options());
                 let down = lora.down.val().reshape([r, ci, kh, kw]);
                 let up = lora.up.val().reshape([co, r, 1, 1]);
-                let h = conv2d(lora.dropout.forward(x), down, None, self.options());
+                let h = conv2d(
+                    crate::fused::dropout(x, lora.dropout.prob),
+                    down,
+                    None,
+                    self.options(),
+                );
                 let h = conv2d(h, up, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
                 base + h.mul_scalar(lora.scale)
             }

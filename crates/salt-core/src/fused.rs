@@ -436,6 +436,39 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     gelu_composed(x)
 }
 
+/// Dropout as burn's `Dropout` computes it, `x · m / (1 − p)` with `m ~ Bernoulli(1 − p)`, and
+/// only where autodiff is on (training); `p = 0` or inference returns `x`.
+///
+/// On ndarray the scaled mask (`0` or `1/(1 − p)`) is drawn on the host in parallel, by a
+/// counter-based hash (splitmix64) of one 48-bit seed per call that comes from the backend's
+/// generator, so `B::seed` makes runs reproducible exactly as with burn's `Dropout`: one
+/// multiply forward and one backward, instead of a mask from burn-ndarray's sequential
+/// generator and two multiplies. Every other backend runs burn's `Dropout` (its masks stay on the
+/// device).
+///
+/// # Shapes
+/// Any; element-wise.
+pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor<B, D> {
+    let device = x.device();
+    if prob == 0.0 || !B::ad_enabled(&device) {
+        return x;
+    }
+    if TypeId::of::<B>() != TypeId::of::<AdNd>() {
+        return burn::nn::DropoutConfig::new(prob).init().forward(x);
+    }
+    let dims = x.dims();
+    let n = dims.iter().product::<usize>();
+    let draws: Vec<f32> = Tensor::<B, 1>::random([2], burn::tensor::Distribution::Default, &device)
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap_or_default();
+    let bits = |v: Option<&f32>| (f64::from(v.copied().unwrap_or(0.0)) * 16_777_216.0) as u64;
+    let seed = (bits(draws.first()) << 24) | bits(draws.get(1));
+    let mask = kernels::dropout_mask(n, 1.0 - prob, seed);
+    x * Tensor::from_data(burn::tensor::TensorData::new(mask, dims), &device)
+}
+
 fn gelu_composed<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let cdf = x
         .clone()
@@ -712,5 +745,55 @@ mod tests {
         // Nothing tracked: an untracked result.
         let y = linear(x.detach(), w, None);
         assert!(!y.is_require_grad());
+    }
+
+    #[test]
+    fn fused_dropout_keeps_its_share_scales_and_differentiates_by_its_mask() {
+        let device = Default::default();
+        let n = 200_000;
+        let (p, keep) = (0.1, 0.9);
+        let x = Tensor::<AdNd, 2>::ones([n / 100, 100], &device).require_grad();
+        let y = dropout(x.clone(), p);
+        let g = y.clone().sum().backward();
+        let out: Vec<f32> = y.into_data().to_vec().unwrap();
+        let kept = out.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+        // Binomial standard deviation of the kept share: sqrt(0.9 · 0.1 / n) ≈ 6.7e-4.
+        assert!((kept - keep).abs() < 5e-3, "kept {kept}");
+        let scale = (1.0 / keep) as f32;
+        assert!(
+            out.iter().all(|&v| v == 0.0 || v == scale),
+            "values other than 0, 1/keep"
+        );
+        // d(sum)/dx is the scaled mask itself.
+        let grad: Vec<f32> = x.grad(&g).unwrap().into_data().to_vec().unwrap();
+        assert_eq!(grad, out);
+        // Each call draws a new seed from the backend's generator (whose seeding makes runs
+        // reproducible: salt-cli's resume test with LoRA dropout); a seed fixes the mask.
+        let next: Vec<f32> = dropout(x.clone(), p).into_data().to_vec().unwrap();
+        assert_ne!(next, out);
+        assert_eq!(
+            kernels::dropout_mask(1000, keep, 5),
+            kernels::dropout_mask(1000, keep, 5)
+        );
+        assert_ne!(
+            kernels::dropout_mask(1000, keep, 5),
+            kernels::dropout_mask(1000, keep, 6)
+        );
+        // No dropout without autodiff or with p = 0.
+        let plain = Tensor::<Nd, 1>::ones([8], &device);
+        assert_eq!(
+            dropout(plain, p).into_data().to_vec::<f32>().unwrap(),
+            vec![1.0; 8]
+        );
+        let same: Vec<f32> = dropout(x, 0.0).into_data().to_vec().unwrap();
+        assert!(same.iter().all(|&v| v == 1.0));
+        // The mask does not depend on how rayon splits the work.
+        assert_eq!(kernels::dropout_mask(1001, keep, 3), {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            pool.install(|| kernels::dropout_mask(1001, keep, 3))
+        });
     }
 }

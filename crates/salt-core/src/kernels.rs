@@ -352,6 +352,36 @@ pub(crate) fn col_sums(a: &[f32], cols: usize) -> Vec<f32> {
     out
 }
 
+/// The scaled dropout mask of `n` elements: `1/keep` where a uniform draw is below `keep`, else
+/// 0. Draw `i` is the high or low half of `splitmix64(seed + (⌊i/2⌋ + 1)·γ)` (γ the golden
+/// ratio constant): the same mask for the same seed on any number of threads.
+pub(crate) fn dropout_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
+    use rayon::prelude::*;
+    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+    const CHUNK: usize = 1 << 14;
+    let threshold = (keep.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
+    let scale = (1.0 / keep) as f32;
+    let mut mask = vec![0.0f32; n];
+    mask.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let first = (c * CHUNK / 2) as u64;
+            for (j, pair) in chunk.chunks_mut(2).enumerate() {
+                let mut z = seed.wrapping_add((first + j as u64 + 1).wrapping_mul(GAMMA));
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                for (k, m) in pair.iter_mut().enumerate() {
+                    let u = if k == 0 { z >> 32 } else { z & 0xFFFF_FFFF };
+                    if u < threshold {
+                        *m = scale;
+                    }
+                }
+            }
+        });
+    mask
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

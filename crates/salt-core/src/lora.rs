@@ -57,7 +57,11 @@ impl<B: Backend> LoraAdapter<B> {
     /// # Shapes
     /// `x: [..., cols]` → `[..., rows]`.
     pub fn forward_linear<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = crate::fused::linear(self.dropout.forward(x), self.down.val(), None);
+        let h = crate::fused::linear(
+            crate::fused::dropout(x, self.dropout.prob),
+            self.down.val(),
+            None,
+        );
         let y = crate::fused::linear(h, self.up.val(), None);
         if self.scale == 1.0 {
             y
