@@ -329,7 +329,14 @@ pub fn dispatch_devices<T: MultiTask>(list: &DeviceList, task: T) -> Result<T::O
     use burn::backend::NdArray;
     let specs = list.resolve()?;
     let n = specs.len();
-    match specs[0] {
+    let Some(&first) = specs.first() else {
+        anyhow::bail!("no device to run on: the device list is empty");
+    };
+    let kind = std::mem::discriminant(&first);
+    if let Some(other) = specs.iter().find(|d| std::mem::discriminant(*d) != kind) {
+        anyhow::bail!("device list `{list}` mixes backends ({first} and {other})");
+    }
+    match first {
         DeviceSpec::Cpu => task.run::<Autodiff<NdArray<f32>>>(vec![Default::default(); n]),
         DeviceSpec::Flex => {
             #[cfg(feature = "flex")]
@@ -339,7 +346,7 @@ pub fn dispatch_devices<T: MultiTask>(list: &DeviceList, task: T) -> Result<T::O
             #[cfg(not(feature = "flex"))]
             {
                 drop(task);
-                Err(not_compiled(specs[0], "flex"))
+                Err(not_compiled(first, "flex"))
             }
         }
         DeviceSpec::Wgpu(_) => {
@@ -348,7 +355,7 @@ pub fn dispatch_devices<T: MultiTask>(list: &DeviceList, task: T) -> Result<T::O
                 let mut devices = Vec::with_capacity(n);
                 for spec in &specs {
                     let DeviceSpec::Wgpu(index) = *spec else {
-                        unreachable!("DeviceList holds one backend's devices")
+                        anyhow::bail!("device list `{list}` mixes backends");
                     };
                     let device = wgpu_device(index);
                     probe_wgpu(&device).map_err(|e| e.context(format!("device {spec}")))?;
@@ -359,7 +366,7 @@ pub fn dispatch_devices<T: MultiTask>(list: &DeviceList, task: T) -> Result<T::O
             #[cfg(not(feature = "wgpu"))]
             {
                 drop(task);
-                Err(not_compiled(specs[0], "wgpu"))
+                Err(not_compiled(first, "wgpu"))
             }
         }
         DeviceSpec::Cuda(_) => {
@@ -374,7 +381,7 @@ pub fn dispatch_devices<T: MultiTask>(list: &DeviceList, task: T) -> Result<T::O
                 let mut devices = Vec::with_capacity(n);
                 for spec in &specs {
                     let DeviceSpec::Cuda(index) = *spec else {
-                        unreachable!("DeviceList holds one backend's devices")
+                        anyhow::bail!("device list `{list}` mixes backends");
                     };
                     anyhow::ensure!(
                         index < count,
@@ -388,7 +395,7 @@ pub fn dispatch_devices<T: MultiTask>(list: &DeviceList, task: T) -> Result<T::O
             #[cfg(not(feature = "cuda"))]
             {
                 drop(task);
-                Err(not_compiled(specs[0], "cuda"))
+                Err(not_compiled(first, "cuda"))
             }
         }
     }
@@ -565,6 +572,12 @@ mod tests {
     #[test]
     fn dispatches_to_cpu() {
         assert_eq!(dispatch(DeviceSpec::Cpu, Sum).unwrap(), 6.5);
+        // A list built by hand (not parsed) is checked too: empty, or mixing backends.
+        let err = dispatch_devices(&DeviceList::Listed(vec![]), One(Sum)).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        let mixed = DeviceList::Listed(vec![DeviceSpec::Cpu, DeviceSpec::Flex]);
+        let err = dispatch_devices(&mixed, One(Sum)).unwrap_err();
+        assert!(err.to_string().contains("mixes backends"), "{err}");
     }
 
     #[cfg(not(feature = "cuda"))]
