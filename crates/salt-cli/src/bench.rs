@@ -20,7 +20,7 @@ use crate::backend::{dispatch_devices_in, DeviceList, MultiTask};
 use crate::train::config::{paper_trainable, MethodName, TrainConfig};
 use crate::train::loss::LossConfig;
 use crate::train::model::{with_train_model, ModelFamily, TrainModelTask, TrainSegmenter};
-use crate::train::replicas::Replicas;
+use crate::train::replicas::{check_batch_split, Replicas};
 use crate::train::run::model_config;
 use salt_data::HostBatch;
 
@@ -201,15 +201,7 @@ fn run_bench<B: AutodiffBackend, M: TrainSegmenter<B>>(
     devices: &[B::Device],
 ) -> Result<BenchTrainResult> {
     let device = &devices[0];
-    if opts.batch < devices.len() {
-        bail!(
-            "batch = {}: smaller than the {} devices of --device {}; the batch is split across \
-             them",
-            opts.batch,
-            devices.len(),
-            opts.device
-        );
-    }
+    check_batch_split("batch", opts.batch, devices.len(), &opts.device)?;
     let cfg = train_config(&opts)?;
     let (mut sam, policy) = bench_model::<B, M>(&opts, &cfg, device)?;
     let params = sam.param_report(&policy);
@@ -258,15 +250,7 @@ fn run_bench<B: AutodiffBackend, M: TrainSegmenter<B>>(
         }
         let t0 = Instant::now();
         if let (Some(replicas), Some(host)) = (&mut replicas, &host) {
-            let row = replicas.step(
-                &mut sam,
-                &mut optim,
-                &loss_cfg,
-                host.clone(),
-                cfg.lr,
-                i + 1,
-                device,
-            )?;
+            let row = replicas.step(&mut sam, &mut optim, host.clone(), cfg.lr, i + 1, device)?;
             last_loss = row.narrow(0, 0, 1).into_scalar().elem();
         } else {
             let logits = sam.logits(images.clone())?;

@@ -122,6 +122,16 @@ pub fn focal_loss<B: Backend, const D: usize>(
     (alpha_t * modulator * ce).mean()
 }
 
+impl From<LossKind> for LossConfig {
+    /// The paper's weights and hyper-parameters with the terms of `kind`.
+    fn from(kind: LossKind) -> Self {
+        Self {
+            kind,
+            ..Self::default()
+        }
+    }
+}
+
 impl LossConfig {
     /// The kind's terms and their weighted sum.
     pub fn forward<B: Backend, const D: usize>(

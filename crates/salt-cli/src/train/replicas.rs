@@ -119,6 +119,23 @@ pub(crate) fn split(batch: HostBatch, n: usize) -> Vec<Part> {
     parts
 }
 
+/// Refuses a global batch `batch` (the option `what`) smaller than the `devices` of `--device
+/// device_flag`: every replica needs an image of every full batch.
+pub(crate) fn check_batch_split(
+    what: &str,
+    batch: usize,
+    devices: usize,
+    device_flag: &str,
+) -> Result<()> {
+    if batch < devices {
+        anyhow::bail!(
+            "{what} = {batch}: smaller than the {devices} devices of --device {device_flag}; the \
+             batch is split across the devices, so expected at least {devices}"
+        );
+    }
+    Ok(())
+}
+
 /// Sums `t` over the replicas.
 fn sum_over_replicas<B: AutodiffBackend>(peer: usize, t: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
     let inner = t.inner().into_primitive().tensor();
@@ -214,6 +231,7 @@ impl Worker {
 /// The replicas `1..N` of a data-parallel run (the main replica is the caller's model).
 pub(crate) struct Replicas<B: AutodiffBackend, M: TrainSegmenter<B>> {
     workers: Vec<Worker>,
+    loss: LossConfig,
     fault: Option<ReplicaFault>,
     _marker: std::marker::PhantomData<fn() -> (B, M)>,
     // Declared last: released after the workers are joined (Drop below).
@@ -280,6 +298,7 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Replicas<B, M> {
         }
         let mut replicas = Self {
             workers,
+            loss,
             fault,
             _marker: std::marker::PhantomData,
             _exclusive: exclusive,
@@ -305,12 +324,10 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Replicas<B, M> {
     /// One optimizer step of the global batch `batch` over every replica; `model` and `optim`
     /// are the main replica's (on `device`). Returns the batch's `[total, dice, focal, bce]`,
     /// or the first failing replica's error (after every replica has stopped waiting).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn step(
         &mut self,
         model: &mut M,
         optim: &mut Optim<B, M>,
-        loss: &LossConfig,
         batch: HostBatch,
         lr: f64,
         step: usize,
@@ -328,7 +345,7 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Replicas<B, M> {
             reset_collective::<B::InnerBackend>();
         }
         let mine = injected(self.fault, 0, step)
-            .and_then(|()| replica_step::<B, M>(0, model, optim, loss, own, lr, device));
+            .and_then(|()| replica_step::<B, M>(0, model, optim, &self.loss, own, lr, device));
         if mine.is_err() {
             reset_collective::<B::InnerBackend>();
         }

@@ -32,7 +32,7 @@ use super::model::{
 
 use super::config::TrainConfig;
 use super::loss::LossConfig;
-use super::replicas::{ReplicaFault, Replicas};
+use super::replicas::{check_batch_split, ReplicaFault, Replicas};
 use super::rundir::{clear_run, fault_point, holds_run, publish, recover, staging, RunLock};
 use super::schedule::learning_rate;
 
@@ -540,14 +540,7 @@ fn train_model<B: AutodiffBackend, M: TrainSegmenter<B>>(
     let out = cfg.out.clone();
     let device = &devices[0];
     let replicas = devices.len();
-    if cfg.batch_size < replicas {
-        bail!(
-            "batch_size = {}: smaller than the {replicas} devices of --device {}; the batch is \
-             split across the devices, so expected at least {replicas}",
-            cfg.batch_size,
-            cfg.device
-        );
-    }
+    check_batch_split("batch_size", cfg.batch_size, replicas, &cfg.device)?;
     // Held until this function returns: one training per directory.
     let _lock = open_run_dir(cfg, opts)?;
     let (train_set, val_set) = open_data(cfg)?;
@@ -562,13 +555,9 @@ fn train_model<B: AutodiffBackend, M: TrainSegmenter<B>>(
         } else {
             cfg.batch_size.div_ceil(replicas)
         };
-        let first = device_names(cfg, replicas).remove(0);
-        let first = if cpu && replicas > 1 {
-            "cpu".into()
-        } else {
-            first
-        };
-        super::memory::check_batch(&model_config(&cfg.model)?, per_device, &first)?;
+        // check_batch reads the memory of the CPU devices only.
+        let kind = if cpu { "cpu" } else { cfg.device.as_str() };
+        super::memory::check_batch(&model_config(&cfg.model)?, per_device, kind)?;
     }
     let base = base_identity(cfg)?;
     let mut run = Run::<B, M>::build(cfg, device)?;
@@ -576,16 +565,12 @@ fn train_model<B: AutodiffBackend, M: TrainSegmenter<B>>(
         run.resume(cfg, &base, opts.allow_base_mismatch, device)?;
     }
     if replicas > 1 {
-        let loss_cfg = LossConfig {
-            kind: cfg.loss,
-            ..LossConfig::default()
-        };
         run.replicas = Some(Replicas::start(
             &run.model,
             &run.optim,
             devices,
             &device_names(cfg, replicas),
-            loss_cfg,
+            cfg.loss.into(),
             opts.replica_fault,
         )?);
     }
@@ -808,10 +793,7 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
         let t0 = Instant::now();
         let mut losses = EpochLosses::default();
         let mut window = Vec::with_capacity(LOSS_WINDOW);
-        let loss_cfg = LossConfig {
-            kind: cfg.loss,
-            ..LossConfig::default()
-        };
+        let loss_cfg = LossConfig::from(cfg.loss);
         salt_data::with_prefetch(train_set, &batcher, &order, cfg.workers, |batches| {
             for host in batches {
                 losses.lr = learning_rate(
@@ -828,7 +810,6 @@ impl<B: AutodiffBackend, M: TrainSegmenter<B>> Run<B, M> {
                         let row = replicas.step(
                             &mut self.model,
                             &mut self.optim,
-                            &loss_cfg,
                             host,
                             losses.lr,
                             step,
