@@ -107,8 +107,9 @@ pub fn attention<B: Backend>(
 
 /// [`attention`] with SAM's decomposed relative positions added to the scaled logits:
 /// `softmax(scale·q·kᵀ + rel_h[i, y(j)] + rel_w[i, x(j)])·v`, keys on a `gh × gw` grid
-/// (`j = y·gw + x`). The `[heads, nq, nk]` logits never exist on the CPU inference backend;
-/// autodiff and the GPU backends use burn's composition.
+/// (`j = y·gw + x`). On ndarray (inference and autodiff) the logits exist one head at a time
+/// and backward recomputes the biased probabilities, as [`attention`] does; the other backends
+/// use burn's composition.
 ///
 /// # Shapes
 /// `q: [heads, nq, d]`, `k, v: [heads, gh·gw, d]`, `rel_h: [heads, nq, gh]`,
@@ -123,6 +124,17 @@ pub fn attention_rel_pos<B: Backend>(
 ) -> Tensor<B, 3> {
     let [heads, nq, gh] = rel_h.dims();
     let gw = rel_w.dims()[2];
+    if TypeId::of::<B>() == TypeId::of::<AdNd>() {
+        let out = attention_rel_autodiff(
+            cast(q),
+            cast(k),
+            cast(v),
+            cast(rel_h),
+            cast(rel_w),
+            scale as f32,
+        );
+        return cast::<AdNd, B, 3>(out);
+    }
     if TypeId::of::<B>() == TypeId::of::<Nd>() {
         let (q, k, v) = (
             cast::<B, Nd, 3>(q),
@@ -241,6 +253,13 @@ fn prim_vec(p: NdPrim) -> Vec<f32> {
 /// An ndarray float primitive owning `data` (no copy).
 fn prim<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> NdPrim {
     ndarray::ArcArray::from_shape_vec(ndarray::IxDyn(&shape), data)
+        .expect("buffer matches its shape")
+        .into()
+}
+
+/// [`prim`] for a shape known at run time.
+fn prim_dyn(data: Vec<f32>, shape: &[usize]) -> NdPrim {
+    ndarray::ArcArray::from_shape_vec(ndarray::IxDyn(shape), data)
         .expect("buffer matches its shape")
         .into()
 }
@@ -412,6 +431,220 @@ fn linear_autodiff(
     from_ad_prim(out)
 }
 
+// --- matmul -----------------------------------------------------------------------------------
+
+/// `a · b` over the last two dimensions, as burn's `matmul`, with leading (batch) dimensions that
+/// are equal or all 1 on one side (broadcast).
+///
+/// On ndarray the products run through [`kernels::gemm`] (AVX-512 where the CPU has it; burn's
+/// own matmul uses matrixmultiply's AVX2 kernels) as one autodiff node, and a transposed operand
+/// (`swap_dims` of the last two) is read as it is stored. Other broadcasts, and every other
+/// backend, use burn's `matmul` in f32 (callers that want the thread's reduced precision on the
+/// GPU backends wrap it in [`crate::precision`] themselves).
+///
+/// # Shapes
+/// `a: [..., m, k]`, `b: [..., k, n]` → `[..., m, n]`.
+pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    let id = TypeId::of::<B>();
+    if id != TypeId::of::<AdNd>() && id != TypeId::of::<Nd>() {
+        return a.matmul(b);
+    }
+    let Some(dims) = MatmulDims::of(&a.dims(), &b.dims()) else {
+        return a.matmul(b);
+    };
+    let mut out_dims = if dims.ba >= dims.bb {
+        a.dims()
+    } else {
+        b.dims()
+    };
+    out_dims[D - 2] = dims.m;
+    out_dims[D - 1] = dims.n;
+    if id == TypeId::of::<AdNd>() {
+        let (a, b) = (cast::<B, AdNd, D>(a), cast::<B, AdNd, D>(b));
+        return cast::<AdNd, B, D>(matmul_autodiff(a, b, dims, out_dims));
+    }
+    let (a, b) = (cast::<B, Nd, D>(a), cast::<B, Nd, D>(b));
+    let (a, b) = (
+        mat_vec(a.into_primitive().tensor()),
+        mat_vec(b.into_primitive().tensor()),
+    );
+    let y = matmul_forward(&a, &b, dims);
+    cast::<Nd, B, 3>(tensor(y, [dims.batch(), dims.m, dims.n])).reshape(out_dims)
+}
+
+/// Sizes of a (broadcast) batched matrix product.
+#[derive(Debug, Clone, Copy)]
+struct MatmulDims {
+    /// Matrices in `a` and in `b` (1 or the batch).
+    ba: usize,
+    bb: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+impl MatmulDims {
+    /// `None` when the shapes need a broadcast other than "equal, or all ones on one side", or
+    /// the inner sizes differ (burn's `matmul` then reports it).
+    fn of(a: &[usize], b: &[usize]) -> Option<Self> {
+        let d = a.len();
+        let (m, k, kb, n) = (a[d - 2], a[d - 1], b[d - 2], b[d - 1]);
+        let (lead_a, lead_b) = (&a[..d - 2], &b[..d - 2]);
+        let ones = |l: &[usize]| l.iter().all(|&x| x == 1);
+        if k != kb || !(lead_a == lead_b || ones(lead_a) || ones(lead_b)) {
+            return None;
+        }
+        let (ba, bb) = (lead_a.iter().product(), lead_b.iter().product());
+        Some(Self { ba, bb, m, k, n })
+    }
+
+    fn batch(&self) -> usize {
+        self.ba.max(self.bb)
+    }
+}
+
+/// The values of a float primitive as row-major matrices of its last two dimensions, or of their
+/// transposes (`true`): a transposed view is taken as stored, without a strided copy.
+fn mat_vec(p: NdPrim) -> (Vec<f32>, bool) {
+    if let NdArrayTensor::F32(storage) = &p {
+        let view = storage.view();
+        if let Some(slice) = view.as_slice() {
+            return (slice.to_vec(), false);
+        }
+        let nd = view.ndim();
+        if nd >= 2 {
+            let mut t = view.clone();
+            t.swap_axes(nd - 2, nd - 1);
+            if let Some(slice) = t.as_slice() {
+                return (slice.to_vec(), true);
+            }
+        }
+    }
+    (prim_vec(p), false)
+}
+
+/// Matrix `i` of a batch of `rows × cols` matrices (stored transposed when `t`), or its only
+/// matrix when the batch is 1 (broadcast).
+fn batch_mat(data: &(Vec<f32>, bool), count: usize, i: usize, rows: usize, cols: usize) -> Mat<'_> {
+    let (data, t) = (&data.0, data.1);
+    let size = rows * cols;
+    let block = &data[if count == 1 { 0 } else { i * size }..][..size];
+    if t {
+        Mat::new(block, cols, rows).t()
+    } else {
+        Mat::new(block, rows, cols)
+    }
+}
+
+fn matmul_forward(a: &(Vec<f32>, bool), b: &(Vec<f32>, bool), d: MatmulDims) -> Vec<f32> {
+    let mut y = vec![0.0f32; d.batch() * d.m * d.n];
+    for (i, yi) in y.chunks_mut(d.m * d.n).enumerate() {
+        let (ai, bi) = (
+            batch_mat(a, d.ba, i, d.m, d.k),
+            batch_mat(b, d.bb, i, d.k, d.n),
+        );
+        kernels::gemm(1.0, ai, bi, 0.0, yi, d.m, d.n);
+    }
+    y
+}
+
+#[derive(Debug, Clone)]
+struct MatmulSaved {
+    a: Arc<(Vec<f32>, bool)>,
+    b: Arc<(Vec<f32>, bool)>,
+    dims: MatmulDims,
+    /// The operands' own shapes (their gradients' shapes).
+    a_shape: Vec<usize>,
+    b_shape: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl Backward<Nd, 2> for MatmulBackward {
+    type State = MatmulSaved;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let MatmulSaved {
+            a,
+            b,
+            dims: d,
+            a_shape,
+            b_shape,
+        } = ops.state;
+        let dy = prim_vec(grads.consume::<Nd>(&ops.node));
+        let batch = d.batch();
+        let dyi = |i: usize| Mat::new(&dy[i * d.m * d.n..(i + 1) * d.m * d.n], d.m, d.n);
+        let [pa, pb] = &ops.parents;
+        if let Some(node) = pa {
+            // da_i = dy_i·b_iᵀ, summed over the batch where `a` was broadcast.
+            let mut da = vec![0.0f32; d.ba * d.m * d.k];
+            for i in 0..batch {
+                let bi = batch_mat(&b, d.bb, i, d.k, d.n).t();
+                let (out, beta) = if d.ba == 1 {
+                    (&mut da[..], if i == 0 { 0.0 } else { 1.0 })
+                } else {
+                    (&mut da[i * d.m * d.k..(i + 1) * d.m * d.k], 0.0)
+                };
+                kernels::gemm(1.0, dyi(i), bi, beta, out, d.m, d.k);
+            }
+            grads.register::<Nd>(node.id, prim_dyn(da, &a_shape));
+        }
+        if let Some(node) = pb {
+            // db_i = a_iᵀ·dy_i, summed over the batch where `b` was broadcast.
+            let mut db = vec![0.0f32; d.bb * d.k * d.n];
+            for i in 0..batch {
+                let ai = batch_mat(&a, d.ba, i, d.m, d.k).t();
+                let (out, beta) = if d.bb == 1 {
+                    (&mut db[..], if i == 0 { 0.0 } else { 1.0 })
+                } else {
+                    (&mut db[i * d.k * d.n..(i + 1) * d.k * d.n], 0.0)
+                };
+                kernels::gemm(1.0, ai, dyi(i), beta, out, d.k, d.n);
+            }
+            grads.register::<Nd>(node.id, prim_dyn(db, &b_shape));
+        }
+    }
+}
+
+/// The autodiff node of [`matmul`]: `a`, `b` read as `[ba, m, k]` and `[bb, k, n]` batches
+/// (no reshape: burn-ndarray would copy a transposed view into row-major order).
+fn matmul_autodiff<const D: usize>(
+    a: Tensor<AdNd, D>,
+    b: Tensor<AdNd, D>,
+    dims: MatmulDims,
+    out_dims: [usize; D],
+) -> Tensor<AdNd, D> {
+    let (a_shape, b_shape) = (a.dims().to_vec(), b.dims().to_vec());
+    let (a, b) = (ad_prim(a), ad_prim(b));
+    let out = match MatmulBackward
+        .prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>([
+            a.node.clone(),
+            b.node.clone(),
+        ])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (av, bv) = (mat_vec(a.primitive), mat_vec(b.primitive));
+            let y = matmul_forward(&av, &bv, dims);
+            let saved = MatmulSaved {
+                a: Arc::new(av),
+                b: Arc::new(bv),
+                dims,
+                a_shape,
+                b_shape,
+            };
+            prep.finish(saved, prim(y, out_dims))
+        }
+        OpsKind::UnTracked(prep) => {
+            let (av, bv) = (mat_vec(a.primitive), mat_vec(b.primitive));
+            prep.finish(prim(matmul_forward(&av, &bv, dims), out_dims))
+        }
+    };
+    from_ad_prim(out)
+}
+
 /// Exact (erf) GELU, as PyTorch's `nn.GELU()`, with its exact gradient `Φ(x) + x·φ(x)`.
 ///
 /// burn 0.21's own `gelu` computes the erf forward but differentiates the tanh approximation
@@ -537,29 +770,60 @@ struct AttnSaved {
     lse: Arc<Vec<f32>>,
     dims: AttnDims,
     scale: f32,
+    /// Only in the 5-parent node of [`attention_rel_pos`].
+    rel: Option<RelSaved>,
 }
 
-#[derive(Debug)]
-struct AttentionBackward;
+/// The relative-position terms of [`attention_rel_pos`] as saved for backward.
+#[derive(Debug, Clone)]
+struct RelSaved {
+    /// `[heads, nq, gh]`.
+    h: Arc<Vec<f32>>,
+    /// `[heads, nq, gw]`.
+    w: Arc<Vec<f32>>,
+    /// The key grid.
+    gh: usize,
+    gw: usize,
+}
 
-impl Backward<Nd, 3> for AttentionBackward {
+/// The node of [`attention`] (`N = 3`: q, k, v) and of [`attention_rel_pos`] (`N = 5`: also
+/// `rel_h`, `rel_w`).
+#[derive(Debug)]
+struct AttentionBackward<const N: usize>;
+
+impl<const N: usize> Backward<Nd, N> for AttentionBackward<N> {
     type State = AttnSaved;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let s = ops.state;
         let d_o = prim_vec(grads.consume::<Nd>(&ops.node));
-        let (dq, dk, dv) =
-            kernels::attention_backward(&s.q, &s.k, &s.v, &s.o, &s.lse, &d_o, s.dims, s.scale);
+        let bias = s.rel.as_ref().map(|r| kernels::RelBias {
+            h: &r.h,
+            w: &r.w,
+            gh: r.gh,
+            gw: r.gw,
+        });
+        let (dq, dk, dv, dbias) = kernels::attention_backward_biased(
+            &s.q, &s.k, &s.v, &s.o, &s.lse, &d_o, s.dims, s.scale, bias,
+        );
         let AttnDims { heads, nq, nk, d } = s.dims;
-        let [pq, pk, pv] = ops.parents;
-        if let Some(node) = pq {
+        let parents = ops.parents;
+        if let Some(node) = &parents[0] {
             grads.register::<Nd>(node.id, prim(dq, [heads, nq, d]));
         }
-        if let Some(node) = pk {
+        if let Some(node) = &parents[1] {
             grads.register::<Nd>(node.id, prim(dk, [heads, nk, d]));
         }
-        if let Some(node) = pv {
+        if let Some(node) = &parents[2] {
             grads.register::<Nd>(node.id, prim(dv, [heads, nk, d]));
+        }
+        if let (Some((dh, dw)), Some(r)) = (dbias, &s.rel) {
+            if let Some(node) = parents.get(3).and_then(Option::as_ref) {
+                grads.register::<Nd>(node.id, prim(dh, [heads, nq, r.gh]));
+            }
+            if let Some(node) = parents.get(4).and_then(Option::as_ref) {
+                grads.register::<Nd>(node.id, prim(dw, [heads, nq, r.gw]));
+            }
         }
     }
 }
@@ -573,7 +837,7 @@ fn attention_autodiff(
     let dims = attn_dims(&q, &k);
     let (q, k, v) = (ad_prim(q), ad_prim(k), ad_prim(v));
     let shape = [dims.heads, dims.nq, dims.d];
-    let out = match AttentionBackward
+    let out = match AttentionBackward::<3>
         .prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>([
             q.node.clone(),
             k.node.clone(),
@@ -599,6 +863,7 @@ fn attention_autodiff(
                 lse: Arc::new(lse),
                 dims,
                 scale,
+                rel: None,
             };
             prep.finish(state, out)
         }
@@ -609,6 +874,83 @@ fn attention_autodiff(
                 &prim_vec(v.primitive),
                 dims,
                 scale,
+            );
+            prep.finish(prim(o, shape))
+        }
+    };
+    from_ad_prim(out)
+}
+
+/// The 5-parent node of [`attention_rel_pos`] on `Autodiff<NdArray>`: saves q, k, v, the two
+/// bias terms, the output and the log-sum-exp; backward recomputes the biased probabilities.
+fn attention_rel_autodiff(
+    q: Tensor<AdNd, 3>,
+    k: Tensor<AdNd, 3>,
+    v: Tensor<AdNd, 3>,
+    rel_h: Tensor<AdNd, 3>,
+    rel_w: Tensor<AdNd, 3>,
+    scale: f32,
+) -> Tensor<AdNd, 3> {
+    let dims = attn_dims(&q, &k);
+    let (gh, gw) = (rel_h.dims()[2], rel_w.dims()[2]);
+    let (q, k, v) = (ad_prim(q), ad_prim(k), ad_prim(v));
+    let (rh, rw) = (ad_prim(rel_h), ad_prim(rel_w));
+    let shape = [dims.heads, dims.nq, dims.d];
+    let forward = |qv: &[f32], kv: &[f32], vv: &[f32], bh: &[f32], bw: &[f32]| {
+        let bias = kernels::RelBias {
+            h: bh,
+            w: bw,
+            gh,
+            gw,
+        };
+        kernels::attention_forward_biased(qv, kv, vv, dims, scale, Some(bias))
+    };
+    let out = match AttentionBackward::<5>
+        .prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>([
+            q.node.clone(),
+            k.node.clone(),
+            v.node.clone(),
+            rh.node.clone(),
+            rw.node.clone(),
+        ])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (qv, kv, vv) = (
+                prim_vec(q.primitive),
+                prim_vec(k.primitive),
+                prim_vec(v.primitive),
+            );
+            let (bh, bw) = (prim_vec(rh.primitive), prim_vec(rw.primitive));
+            let (o, lse) = forward(&qv, &kv, &vv, &bh, &bw);
+            let o = Arc::new(o);
+            let out = prim((*o).clone(), shape);
+            let state = AttnSaved {
+                q: Arc::new(qv),
+                k: Arc::new(kv),
+                v: Arc::new(vv),
+                o,
+                lse: Arc::new(lse),
+                dims,
+                scale,
+                rel: Some(RelSaved {
+                    h: Arc::new(bh),
+                    w: Arc::new(bw),
+                    gh,
+                    gw,
+                }),
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (bh, bw) = (prim_vec(rh.primitive), prim_vec(rw.primitive));
+            let (o, _) = forward(
+                &prim_vec(q.primitive),
+                &prim_vec(k.primitive),
+                &prim_vec(v.primitive),
+                &bh,
+                &bw,
             );
             prep.finish(prim(o, shape))
         }
@@ -695,6 +1037,54 @@ mod tests {
         );
     }
 
+    /// `fused::matmul` on one case: `a`, `b` built with shapes `sa`, `sb` (transposed views of
+    /// the last two dims when `ta`, `tb`), forward and both gradients against burn's matmul.
+    fn check_matmul<const D: usize>(sa: [usize; D], sb: [usize; D], ta: bool, tb: bool) {
+        let device = Default::default();
+        let leaf = |shape: [usize; D], t: bool| {
+            let mut stored = shape;
+            if t {
+                stored.swap(D - 2, D - 1);
+            }
+            rand::<AdNd, D>(stored, &device).require_grad()
+        };
+        // A fresh view per graph: burn frees a shared intermediate node after one backward.
+        let used = |x: &Tensor<AdNd, D>, t: bool| {
+            if t {
+                x.clone().swap_dims(D - 2, D - 1)
+            } else {
+                x.clone()
+            }
+        };
+        let (a, b) = (leaf(sa, ta), leaf(sb, tb));
+        let fused = matmul(used(&a, ta), used(&b, tb));
+        let plain = used(&a, ta).matmul(used(&b, tb));
+        assert_eq!(fused.dims(), plain.dims(), "{sa:?} x {sb:?}");
+        let probe = rand::<AdNd, D>(plain.dims(), &device);
+        close(fused.clone(), plain.clone());
+        let g1 = (fused * probe.clone()).sum().backward();
+        let g2 = (plain * probe).sum().backward();
+        close(a.grad(&g1).unwrap(), a.grad(&g2).unwrap());
+        close(b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
+        // Inference backend.
+        let (ai, bi) = (used(&a, ta).inner(), used(&b, tb).inner());
+        close(matmul(ai.clone(), bi.clone()), ai.matmul(bi));
+    }
+
+    #[test]
+    fn fused_matmul_equals_burns_forward_and_gradients() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            check_matmul([5, 7], [7, 3], ta, tb);
+            check_matmul([2, 5, 7], [2, 7, 3], ta, tb);
+            // Broadcast batches, on either side (matconv's weight, the decoder's conv).
+            check_matmul([1, 5, 7], [3, 7, 4], ta, tb);
+            check_matmul([3, 5, 7], [1, 7, 4], ta, tb);
+            check_matmul([2, 3, 5, 7], [2, 3, 7, 4], ta, tb);
+        }
+        // A broadcast burn supports and the fast path does not: handed to burn.
+        check_matmul([2, 1, 5, 7], [1, 3, 7, 4], false, false);
+    }
+
     #[test]
     fn relative_position_attention_equals_the_composition() {
         let device = Default::default();
@@ -714,6 +1104,34 @@ mod tests {
             + rw.reshape([2, 12, 1, gw]);
         let want = softmax(logits.reshape([2, 12, 12]), 2).matmul(v);
         close(fused, want);
+    }
+
+    #[test]
+    fn relative_position_attention_gradients_equal_the_composition() {
+        let device = Default::default();
+        type B = AdNd;
+        let (gh, gw) = (3, 4);
+        let q = rand::<B, 3>([2, 10, 5], &device).require_grad();
+        let k = rand::<B, 3>([2, 12, 5], &device).require_grad();
+        let v = rand::<B, 3>([2, 12, 5], &device).require_grad();
+        let rh = rand::<B, 3>([2, 10, gh], &device).require_grad();
+        let rw = rand::<B, 3>([2, 10, gw], &device).require_grad();
+        let probe = rand::<B, 3>([2, 10, 5], &device);
+        let fused = attention_rel_pos(q.clone(), k.clone(), v.clone(), 0.3, rh.clone(), rw.clone());
+        let logits = q
+            .clone()
+            .mul_scalar(0.3)
+            .matmul(k.clone().swap_dims(1, 2))
+            .reshape([2, 10, gh, gw])
+            + rh.clone().reshape([2, 10, gh, 1])
+            + rw.clone().reshape([2, 10, 1, gw]);
+        let plain = softmax(logits.reshape([2, 10, 12]), 2).matmul(v.clone());
+        close(fused.clone(), plain.clone());
+        let g1 = (fused * probe.clone()).sum().backward();
+        let g2 = (plain * probe).sum().backward();
+        for t in [&q, &k, &v, &rh, &rw] {
+            close(t.grad(&g1).unwrap(), t.grad(&g2).unwrap());
+        }
     }
 
     #[test]

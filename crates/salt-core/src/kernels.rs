@@ -1,12 +1,10 @@
-//! Plain-slice CPU kernels behind [`crate::fused`]: strided GEMM through ndarray (matrixmultiply,
-//! multi-threaded), row softmax, and the forward and backward passes of scaled dot-product
+//! Plain-slice CPU kernels behind [`crate::fused`]: strided GEMM through the `gemm` crate
+//! (AVX-512 and AVX2/FMA microkernels picked at run time, rayon threads), row softmax, and the forward and backward passes of scaled dot-product
 //! attention that recompute the probabilities instead of storing them.
 //!
 //! Every buffer is row-major and contiguous; shapes are contracts checked by `expect` on the
 //! ndarray views (a wrong length is a bug in the caller, not a user error).
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 /// A row-major matrix operand, optionally used transposed.
@@ -36,18 +34,31 @@ impl<'a> Mat<'a> {
         Self { t: !self.t, ..self }
     }
 
-    fn view(&self) -> ArrayView2<'a, f32> {
-        let v = ArrayView2::from_shape((self.rows, self.cols), self.data)
-            .expect("matrix buffer matches its shape");
+    /// Rows and columns as used (after the optional transpose).
+    fn shape(&self) -> (usize, usize) {
         if self.t {
-            v.reversed_axes()
+            (self.cols, self.rows)
         } else {
-            v
+            (self.rows, self.cols)
+        }
+    }
+
+    /// `(row stride, column stride)` of the matrix as used.
+    fn strides(&self) -> (isize, isize) {
+        let cols = self.cols as isize;
+        if self.t {
+            (1, cols)
+        } else {
+            (cols, 1)
         }
     }
 }
 
 /// `c = alpha · a · b + beta · c`, `c` row-major `m × n`.
+///
+/// # Panics
+/// When a buffer's length or an operand's shape does not match `m × k × n` (a bug in the caller).
+#[allow(unsafe_code)]
 pub(crate) fn gemm(
     alpha: f32,
     a: Mat<'_>,
@@ -57,30 +68,128 @@ pub(crate) fn gemm(
     m: usize,
     n: usize,
 ) {
-    let (a, b) = (a.view(), b.view());
-    let mut c = ArrayViewMut2::from_shape((m, n), c).expect("output buffer matches its shape");
-    general_mat_mul(alpha, &a, &b, beta, &mut c);
+    let ((am, k), (bk, bn)) = (a.shape(), b.shape());
+    assert!(
+        am == m && bk == k && bn == n,
+        "gemm shapes: a {am}x{k}, b {bk}x{bn}, c {m}x{n}"
+    );
+    assert_eq!(
+        a.data.len(),
+        a.rows * a.cols,
+        "lhs buffer matches its shape"
+    );
+    assert_eq!(
+        b.data.len(),
+        b.rows * b.cols,
+        "rhs buffer matches its shape"
+    );
+    assert_eq!(c.len(), m * n, "output buffer matches its shape");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: `c = beta·c`.
+        c.iter_mut()
+            .for_each(|v| *v = if beta == 0.0 { 0.0 } else { beta * *v });
+        return;
+    }
+    let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());
+    // SAFETY: the three buffers hold exactly the `m × k`, `k × n` and `m × n` elements their
+    // strides address (checked above), `c` is borrowed mutably and so aliases neither input.
+    // The crate's convention is `dst = alpha·dst + beta·lhs·rhs`: our `beta` is its `alpha`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta != 0.0,
+            a.data.as_ptr(),
+            a_cs,
+            a_rs,
+            b.data.as_ptr(),
+            b_cs,
+            b_rs,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
 }
 
 /// Rows of at least this many values are worth a rayon task each.
 const PAR_MIN: usize = 4096;
+
+/// Runs `f` compiled for the widest vector instruction set the CPU has (AVX-512, AVX2 + FMA, or
+/// the baseline), picked at run time: the loops inside (inlined) then vectorise for it. The
+/// binary's own target is the x86-64 baseline (SSE2), 4 lanes wide.
+#[inline(always)]
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
+/// The sum of `x`, in 16 independent lanes so that it vectorises (a single running sum cannot:
+/// float addition is not reassociated by the compiler).
+#[inline(always)]
+fn sum_f32(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest value of `x` (`-inf` for an empty slice), in 16 lanes.
+#[inline(always)]
+fn max_f32(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    acc.iter().copied().fold(tail, f32::max)
+}
+
+/// Softmax of one row in place; returns its log-sum-exp.
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) -> f32 {
+    let max = max_f32(row);
+    for v in row.iter_mut() {
+        *v = exp_f32(*v - max);
+    }
+    let sum = sum_f32(row);
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+    max + sum.ln()
+}
 
 /// Softmax of every row of `s` (`rows × n`) in place; returns each row's log-sum-exp.
 pub(crate) fn softmax_rows(s: &mut [f32], n: usize) -> Vec<f32> {
     let rows = s.len() / n;
     let mut lse = vec![0.0f32; rows];
     let body = |(row, l): (&mut [f32], &mut f32)| {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for v in row.iter_mut() {
-            *v = exp_f32(*v - max);
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        for v in row.iter_mut() {
-            *v *= inv;
-        }
-        *l = max + sum.ln();
+        simd(
+            #[inline(always)]
+            || *l = softmax_row(row),
+        )
     };
     if s.len() >= PAR_MIN {
         s.par_chunks_mut(n).zip(lse.par_iter_mut()).for_each(body);
@@ -126,6 +235,26 @@ pub(crate) struct RelBias<'a> {
     pub gw: usize,
 }
 
+/// Adds head `h`'s relative-position bias to its `nq × (gh·gw)` logits `s`.
+fn add_rel_bias(s: &mut [f32], b: &RelBias<'_>, h: usize, nq: usize) {
+    let (gh, gw) = (b.gh, b.gw);
+    let add = |(i, row): (usize, &mut [f32])| {
+        let bh = &b.h[(h * nq + i) * gh..(h * nq + i + 1) * gh];
+        let bw = &b.w[(h * nq + i) * gw..(h * nq + i + 1) * gw];
+        simd(
+            #[inline(always)]
+            || {
+                for (y, chunk) in row.chunks_mut(gw).enumerate() {
+                    for (v, &x) in chunk.iter_mut().zip(bw) {
+                        *v += bh[y] + x;
+                    }
+                }
+            },
+        )
+    };
+    s.par_chunks_mut(gh * gw).enumerate().for_each(add);
+}
+
 /// [`attention_forward`] with an optional relative-position bias added to the scaled logits.
 pub(crate) fn attention_forward_biased(
     q: &[f32],
@@ -154,17 +283,7 @@ pub(crate) fn attention_forward_biased(
         let vh = Mat::new(&v[h * nk * d..(h + 1) * nk * d], nk, d);
         gemm(scale, qh, kh.t(), 0.0, &mut s, nq, nk);
         if let Some(b) = &bias {
-            let (gh, gw) = (b.gh, b.gw);
-            let add = |(i, row): (usize, &mut [f32])| {
-                let bh = &b.h[(h * nq + i) * gh..(h * nq + i + 1) * gh];
-                let bw = &b.w[(h * nq + i) * gw..(h * nq + i + 1) * gw];
-                for (y, chunk) in row.chunks_mut(gw).enumerate() {
-                    for (v, &x) in chunk.iter_mut().zip(bw) {
-                        *v += bh[y] + x;
-                    }
-                }
-            };
-            s.par_chunks_mut(nk).enumerate().for_each(add);
+            add_rel_bias(&mut s, b, h, nq);
         }
         lse.extend(softmax_rows(&mut s, nk));
         gemm(
@@ -182,7 +301,9 @@ pub(crate) fn attention_forward_biased(
 
 /// Gradients `(dq, dk, dv)` of [`attention_forward`] given `do_` (the output's gradient), the
 /// saved inputs, output and log-sum-exp. The probabilities are recomputed head by head, so
-/// only one `nq × nk` block (plus its gradient) exists at a time.
+/// only one `nq × nk` block (plus its gradient) exists at a time (the unbiased case of
+/// [`attention_backward_biased`], which the fused ops call).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_backward(
     q: &[f32],
@@ -194,7 +315,35 @@ pub(crate) fn attention_backward(
     dims: AttnDims,
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (dq, dk, dv, _) = attention_backward_biased(q, k, v, o, lse, do_, dims, scale, None);
+    (dq, dk, dv)
+}
+
+/// Gradients of the two relative-position terms of [`RelBias`]: `[heads, nq, gh]`, `[heads, nq, gw]`.
+pub(crate) type RelBiasGrads = (Vec<f32>, Vec<f32>);
+
+/// [`attention_backward`] of [`attention_forward_biased`]: also the gradients of the bias terms
+/// (`d rel_h[i, y] = Σₓ dS[i, y·gw + x]`, `d rel_w[i, x] = Σ_y dS[i, y·gw + x]`, `dS` the
+/// gradient of the biased logits) when there is a bias.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_backward_biased(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &[f32],
+    lse: &[f32],
+    do_: &[f32],
+    dims: AttnDims,
+    scale: f32,
+    bias: Option<RelBias<'_>>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<RelBiasGrads>) {
     let AttnDims { heads, nq, nk, d } = dims;
+    let mut dbias = bias.map(|b| {
+        (
+            vec![0.0f32; heads * nq * b.gh],
+            vec![0.0f32; heads * nq * b.gw],
+        )
+    });
     let mut dq = vec![0.0f32; heads * nq * d];
     let mut dk = vec![0.0f32; heads * nk * d];
     let mut dv = vec![0.0f32; heads * nk * d];
@@ -208,12 +357,20 @@ pub(crate) fn attention_backward(
         let doh = Mat::new(&do_[qs.clone()], nq, d);
         let oh = &o[qs.clone()];
         let lseh = &lse[h * nq..(h + 1) * nq];
-        // P = exp(scale·q·kᵀ − lse), row by row.
+        // P = exp(scale·q·kᵀ + bias − lse), row by row.
         gemm(scale, qh, kh.t(), 0.0, &mut p, nq, nk);
+        if let Some(b) = &bias {
+            add_rel_bias(&mut p, b, h, nq);
+        }
         let rebuild = |(row, &l): (&mut [f32], &f32)| {
-            for x in row.iter_mut() {
-                *x = exp_f32(*x - l);
-            }
+            simd(
+                #[inline(always)]
+                || {
+                    for x in row.iter_mut() {
+                        *x = exp_f32(*x - l);
+                    }
+                },
+            )
         };
         if p.len() >= PAR_MIN {
             p.par_chunks_mut(nk).zip(lseh.par_iter()).for_each(rebuild);
@@ -238,9 +395,14 @@ pub(crate) fn attention_backward(
                 .zip(&oh[i * d..(i + 1) * d])
                 .map(|(a, b)| a * b)
                 .sum();
-            for (g, &pp) in dprow.iter_mut().zip(prow) {
-                *g = pp * (*g - delta);
-            }
+            simd(
+                #[inline(always)]
+                || {
+                    for (g, &pp) in dprow.iter_mut().zip(prow) {
+                        *g = pp * (*g - delta);
+                    }
+                },
+            )
         };
         if dp.len() >= PAR_MIN {
             dp.par_chunks_mut(nk)
@@ -253,12 +415,35 @@ pub(crate) fn attention_backward(
                 .zip(0..nq)
                 .for_each(dsoft);
         }
+        // d rel_h, d rel_w: the bias's row sums over each grid row and column.
+        if let (Some(b), Some((dh, dw))) = (&bias, dbias.as_mut()) {
+            let (gh, gw) = (b.gh, b.gw);
+            let dh = &mut dh[h * nq * gh..(h + 1) * nq * gh];
+            let dw = &mut dw[h * nq * gw..(h + 1) * nq * gw];
+            let sums = |((row, dhr), dwr): ((&[f32], &mut [f32]), &mut [f32])| {
+                simd(
+                    #[inline(always)]
+                    || {
+                        for (y, chunk) in row.chunks(gw).enumerate() {
+                            dhr[y] = sum_f32(chunk);
+                            for (a, &g) in dwr.iter_mut().zip(chunk) {
+                                *a += g;
+                            }
+                        }
+                    },
+                )
+            };
+            dp.par_chunks(nk)
+                .zip(dh.par_chunks_mut(gh))
+                .zip(dw.par_chunks_mut(gw))
+                .for_each(sums);
+        }
         // dQ = scale·dS·K; dK = scale·dSᵀ·Q.
         let ds = Mat::new(&dp, nq, nk);
         gemm(scale, ds, kh, 0.0, &mut dq[qs], nq, d);
         gemm(scale, ds.t(), qh, 0.0, &mut dk[ks], nk, d);
     }
-    (dq, dk, dv)
+    (dq, dk, dv, dbias)
 }
 
 /// `eˣ` in f32, branch-free so that loops over slices vectorise: `x = n·ln 2 + r` with
@@ -282,7 +467,14 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `n` is an integer in [-126, 127]; `n + 127` as the exponent field of 2ⁿ. The float-to-int
+    // conversion goes through the bits of `n + ROUND` (its low mantissa bits hold `n`): a
+    // saturating `as` cast would not vectorise.
+    let biased = (n + ROUND)
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127);
+    let scale = f32::from_bits(biased << 23);
     p * scale
 }
 
@@ -302,12 +494,7 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
                             + t * (-1.135_204
                                 + t * (1.488_515_9 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let erfc = t * exp_f32(poly);
-    let e = 1.0 - erfc;
-    if x < 0.0 {
-        -e
-    } else {
-        e
-    }
+    (1.0 - erfc).copysign(x)
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -318,9 +505,14 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 pub(crate) fn gelu_forward(x: &[f32]) -> Vec<f32> {
     let mut y = x.to_vec();
     let f = |c: &mut [f32]| {
-        for v in c.iter_mut() {
-            *v *= 0.5 * (1.0 + erf_f32(*v * FRAC_1_SQRT_2));
-        }
+        simd(
+            #[inline(always)]
+            || {
+                for v in c.iter_mut() {
+                    *v *= 0.5 * (1.0 + erf_f32(*v * FRAC_1_SQRT_2));
+                }
+            },
+        )
     };
     y.par_chunks_mut(PAR_MIN).for_each(f);
     y
@@ -332,11 +524,16 @@ pub(crate) fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     dx.par_chunks_mut(PAR_MIN)
         .zip(x.par_chunks(PAR_MIN))
         .for_each(|(g, x)| {
-            for (g, &x) in g.iter_mut().zip(x) {
-                let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
-                let pdf = INV_SQRT_2PI * exp_f32(-0.5 * x * x);
-                *g *= cdf + x * pdf;
-            }
+            simd(
+                #[inline(always)]
+                || {
+                    for (g, &x) in g.iter_mut().zip(x) {
+                        let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
+                        let pdf = INV_SQRT_2PI * exp_f32(-0.5 * x * x);
+                        *g *= cdf + x * pdf;
+                    }
+                },
+            )
         });
     dx
 }
@@ -470,6 +667,44 @@ mod tests {
                     "input {which} index {i}: analytic {} vs numeric {fd}",
                     grad[i]
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_equals_the_definition_for_every_layout() {
+        /// f32 sums of up to ~300 products of values in [-1, 1].
+        const GEMM_TOL: f32 = 1e-4;
+        // Sizes past the crate's blocking and threading thresholds, and an empty inner sum.
+        for (m, k, n) in [(3, 5, 4), (67, 300, 129), (4, 0, 3)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let (a, b) = (values(m * k, 1), values(k * n, 2));
+                let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+                let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+                let ma = if ta {
+                    Mat::new(&a, k, m).t()
+                } else {
+                    Mat::new(&a, m, k)
+                };
+                let mb = if tb {
+                    Mat::new(&b, n, k).t()
+                } else {
+                    Mat::new(&b, k, n)
+                };
+                let mut c = values(m * n, 3);
+                let c0 = c.clone();
+                gemm(0.5, ma, mb, 2.0, &mut c, m, n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f32 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+                        let want = 0.5 * dot + 2.0 * c0[i * n + j];
+                        let got = c[i * n + j];
+                        assert!(
+                            (got - want).abs() <= GEMM_TOL,
+                            "{m}x{k}x{n} {ta} {tb}: {got} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }

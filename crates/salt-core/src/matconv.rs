@@ -82,7 +82,7 @@ pub fn conv2d_matmul<B: Backend>(
         Tensor::cat(taps, 2).reshape([n, ci * kh * kw, oh * ow]) // [n, ci·kh·kw, oh·ow]
     };
     let wm = weight.reshape([1, co, ci * kh * kw]);
-    let mut y = raise(lower(wm).matmul(lower(cols))); // [n, co, oh·ow]
+    let mut y = raise(crate::fused::matmul(lower(wm), lower(cols))); // [n, co, oh·ow]
     if let Some(b) = bias {
         y = y + b.reshape([1, co, 1]);
     }

@@ -16,6 +16,7 @@ use rand::Rng;
 use rand_distr::{Distribution as _, Normal, Uniform};
 
 use crate::config::SaltInit;
+use crate::fused::matmul;
 use crate::svd::SvdFactors;
 
 /// Standard deviation of the reference initialisation of `X` and `Y`.
@@ -140,7 +141,7 @@ impl<B: Backend> SaltAdapter<B> {
         };
         let rest = match (&self.x, &self.y, &self.u_rest, &self.s_rest, &self.vt_rest) {
             (Some(x), Some(y), Some(u), Some(s), Some(vt)) => {
-                let m = relu(s.clone() + x.val().matmul(y.val())) - s.clone(); // [k−r, k−r]
+                let m = relu(s.clone() + matmul(x.val(), y.val())) - s.clone(); // [k−r, k−r]
                 Some(chain_matmul(u.clone(), m, vt.clone()))
             }
             _ => None,
@@ -165,7 +166,7 @@ pub(crate) fn scale_cols_matmul<B: Backend>(
     d: Tensor<B, 1>,
     vt: Tensor<B, 2>,
 ) -> Tensor<B, 2> {
-    (u * d.unsqueeze_dim::<2>(0)).matmul(vt)
+    matmul(u * d.unsqueeze_dim::<2>(0), vt)
 }
 
 /// `a · m · b` in the cheaper association order.
@@ -178,8 +179,8 @@ pub(crate) fn chain_matmul<B: Backend>(
     let [_, cols] = b.dims();
     // (a·m)·b costs rows·n·n + rows·n·cols; a·(m·b) costs n·n·cols + rows·n·cols.
     if rows <= cols {
-        a.matmul(m).matmul(b)
+        matmul(matmul(a, m), b)
     } else {
-        a.matmul(m.matmul(b))
+        matmul(a, matmul(m, b))
     }
 }

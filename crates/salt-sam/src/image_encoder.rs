@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use salt_core::fused::matmul;
 use salt_core::{AdaptableConv2d, AdaptableConv2dConfig, AdaptableLinear, AdaptableLinearConfig};
 
 use crate::common::{LayerNorm2d, LayerNorm2dConfig, MlpBlock, MlpBlockConfig};
@@ -453,18 +454,13 @@ fn decomposed_rel_pos<B: Backend>(
     let r_w = get_rel_pos(w, rel_pos_w); // [w, kw, c]
     let r_q = q.reshape([b, h, w, c]);
     // rel_h[b, y, x, k] = Σ_c r_q[b, y, x, c] · r_h[y, k, c]: a batched matmul over y.
-    let rel_h = r_q
-        .clone()
-        .swap_dims(0, 1) // [h, b, w, c]
-        .reshape([h, b * w, c])
-        .matmul(r_h.swap_dims(1, 2)) // [h, b·w, kh]
+    let rq_h = r_q.clone().swap_dims(0, 1).reshape([h, b * w, c]); // [h, b·w, c]
+    let rel_h = matmul(rq_h, r_h.swap_dims(1, 2)) // [h, b·w, kh]
         .reshape([h, b, w, h])
         .swap_dims(0, 1); // [b, h, w, kh]
                           // rel_w[b, y, x, k] = Σ_c r_q[b, y, x, c] · r_w[x, k, c]: a batched matmul over x.
-    let rel_w = r_q
-        .permute([2, 0, 1, 3]) // [w, b, h, c]
-        .reshape([w, b * h, c])
-        .matmul(r_w.swap_dims(1, 2)) // [w, b·h, kw]
+    let rq_w = r_q.permute([2, 0, 1, 3]).reshape([w, b * h, c]); // [w, b·h, c]
+    let rel_w = matmul(rq_w, r_w.swap_dims(1, 2)) // [w, b·h, kw]
         .reshape([w, b, h, w])
         .permute([1, 2, 0, 3]); // [b, h, w, kw]
     (rel_h.reshape([b, h * w, h]), rel_w.reshape([b, h * w, w]))

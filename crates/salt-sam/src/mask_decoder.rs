@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{backend::Backend, Tensor};
-use salt_core::fused::gelu;
+use salt_core::fused::{gelu, matmul};
 
 use crate::common::{LayerNorm2d, LayerNorm2dConfig, Mlp, MlpConfig};
 use crate::error::Error;
@@ -205,8 +205,7 @@ impl<B: Backend> MaskDecoder<B> {
                 .collect(),
             1,
         ); // [n, M, d/8]
-        let masks = hyper_in
-            .matmul(upscaled.reshape([n, c, h * w])) // [n, M, hw]
+        let masks = matmul(hyper_in, upscaled.reshape([n, c, h * w])) // [n, M, hw]
             .reshape([n, num_mask_tokens, h, w]);
         let iou = self.iou_prediction_head.forward(iou_token_out); // [n, M]
         (masks, iou)
@@ -252,10 +251,8 @@ fn conv_transpose_patches<B: Backend>(conv: &ConvTranspose2d<B>, x: Tensor<B, 4>
     }
     let [n, ci, h, w] = x.dims();
     let [_, co, _, _] = conv.weight.dims();
-    let patches = x
-        .reshape([n, ci, h * w])
-        .swap_dims(1, 2) // [n, hw, ci]
-        .matmul(conv.weight.val().reshape([1, ci, co * kh * kw])) // [n, hw, co·kh·kw]
+    let xt = x.reshape([n, ci, h * w]).swap_dims(1, 2); // [n, hw, ci]
+    let patches = matmul(xt, conv.weight.val().reshape([1, ci, co * kh * kw])) // [n, hw, co·kh·kw]
         .reshape([n, h, w, co, kh, kw])
         .permute([0, 3, 1, 4, 2, 5]) // [n, co, h, kh, w, kw]
         .reshape([n, co, h * kh, w * kw]);

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Tensor};
+use salt_core::fused::matmul;
 
 use crate::common::{torch_linear, DecoderMlpBlock, DecoderMlpBlockConfig};
 
@@ -226,8 +227,8 @@ impl<B: Backend> DecoderAttention<B> {
         let k = self.separate_heads(self.k_proj.forward(k));
         let v = self.separate_heads(self.v_proj.forward(v));
         let [n, heads, tq, c] = q.dims();
-        let attn = q.matmul(k.swap_dims(2, 3)).div_scalar((c as f64).sqrt()); // [n, h, tq, tk]
-        let out = softmax(attn, 3).matmul(v); // [n, h, tq, c]
+        let attn = matmul(q, k.swap_dims(2, 3)).div_scalar((c as f64).sqrt()); // [n, h, tq, tk]
+        let out = matmul(softmax(attn, 3), v); // [n, h, tq, c]
         let out = out.swap_dims(1, 2).reshape([n, tq, heads * c]);
         self.out_proj.forward(out)
     }
