@@ -464,10 +464,8 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
         return cast::<AdNd, B, D>(matmul_autodiff(a, b, dims, out_dims));
     }
     let (a, b) = (cast::<B, Nd, D>(a), cast::<B, Nd, D>(b));
-    let (a, b) = (
-        mat_vec(a.into_primitive().tensor()),
-        mat_vec(b.into_primitive().tensor()),
-    );
+    let a = Operand::of(a.into_primitive().tensor());
+    let b = Operand::of(b.into_primitive().tensor());
     let y = matmul_forward(&a, &b, dims);
     cast::<Nd, B, 3>(tensor(y, [dims.batch(), dims.m, dims.n])).reshape(out_dims)
 }
@@ -503,30 +501,63 @@ impl MatmulDims {
     }
 }
 
-/// The values of a float primitive as row-major matrices of its last two dimensions, or of their
-/// transposes (`true`): a transposed view is taken as stored, without a strided copy.
-fn mat_vec(p: NdPrim) -> (Vec<f32>, bool) {
-    if let NdArrayTensor::F32(storage) = &p {
-        let view = storage.view();
-        if let Some(slice) = view.as_slice() {
-            return (slice.to_vec(), false);
-        }
-        let nd = view.ndim();
-        if nd >= 2 {
-            let mut t = view.clone();
-            t.swap_axes(nd - 2, nd - 1);
-            if let Some(slice) = t.as_slice() {
-                return (slice.to_vec(), true);
+/// A matmul operand read in place: the primitive itself (a cheap clone of shared storage, kept
+/// for backward the way burn keeps a tensor) when its values are one row-major block of
+/// matrices (`t = false`) or of their transposes (`t = true`, a `swap_dims` of the last two);
+/// otherwise a row-major copy.
+#[derive(Debug, Clone)]
+enum Operand {
+    Stored(NdPrim, bool),
+    Owned(Arc<Vec<f32>>),
+}
+
+impl Operand {
+    fn of(p: NdPrim) -> Self {
+        let layout = match &p {
+            NdArrayTensor::F32(storage) => {
+                let view = storage.view();
+                let nd = view.ndim();
+                let mut swapped = view.clone();
+                if nd >= 2 {
+                    swapped.swap_axes(nd - 2, nd - 1);
+                }
+                if view.is_standard_layout() {
+                    Some(false)
+                } else if nd >= 2 && swapped.is_standard_layout() {
+                    Some(true)
+                } else {
+                    None
+                }
             }
+            _ => None,
+        };
+        match layout {
+            Some(t) => Self::Stored(p, t),
+            None => Self::Owned(Arc::new(prim_vec(p))),
         }
     }
-    (prim_vec(p), false)
+
+    /// Calls `f` with the values as stored and whether they hold the transposes.
+    fn with<R>(&self, f: impl FnOnce(&[f32], bool) -> R) -> R {
+        match self {
+            Self::Stored(NdArrayTensor::F32(storage), t) => {
+                let mut view = storage.view();
+                if *t {
+                    let nd = view.ndim();
+                    view.swap_axes(nd - 2, nd - 1);
+                }
+                let values = view.to_slice().expect("layout checked by `Operand::of`");
+                f(values, *t)
+            }
+            Self::Stored(..) => unreachable!("only f32 storage is kept as stored"),
+            Self::Owned(v) => f(v, false),
+        }
+    }
 }
 
 /// Matrix `i` of a batch of `rows × cols` matrices (stored transposed when `t`), or its only
 /// matrix when the batch is 1 (broadcast).
-fn batch_mat(data: &(Vec<f32>, bool), count: usize, i: usize, rows: usize, cols: usize) -> Mat<'_> {
-    let (data, t) = (&data.0, data.1);
+fn batch_mat(data: &[f32], t: bool, count: usize, i: usize, rows: usize, cols: usize) -> Mat<'_> {
     let size = rows * cols;
     let block = &data[if count == 1 { 0 } else { i * size }..][..size];
     if t {
@@ -536,22 +567,24 @@ fn batch_mat(data: &(Vec<f32>, bool), count: usize, i: usize, rows: usize, cols:
     }
 }
 
-fn matmul_forward(a: &(Vec<f32>, bool), b: &(Vec<f32>, bool), d: MatmulDims) -> Vec<f32> {
+fn matmul_forward(a: &Operand, b: &Operand, d: MatmulDims) -> Vec<f32> {
     let mut y = vec![0.0f32; d.batch() * d.m * d.n];
-    for (i, yi) in y.chunks_mut(d.m * d.n).enumerate() {
-        let (ai, bi) = (
-            batch_mat(a, d.ba, i, d.m, d.k),
-            batch_mat(b, d.bb, i, d.k, d.n),
-        );
-        kernels::gemm(1.0, ai, bi, 0.0, yi, d.m, d.n);
-    }
+    a.with(|av, at| {
+        b.with(|bv, bt| {
+            for (i, yi) in y.chunks_mut(d.m * d.n).enumerate() {
+                let ai = batch_mat(av, at, d.ba, i, d.m, d.k);
+                let bi = batch_mat(bv, bt, d.bb, i, d.k, d.n);
+                kernels::gemm(1.0, ai, bi, 0.0, yi, d.m, d.n);
+            }
+        })
+    });
     y
 }
 
 #[derive(Debug, Clone)]
 struct MatmulSaved {
-    a: Arc<(Vec<f32>, bool)>,
-    b: Arc<(Vec<f32>, bool)>,
+    a: Operand,
+    b: Operand,
     dims: MatmulDims,
     /// The operands' own shapes (their gradients' shapes).
     a_shape: Vec<usize>,
@@ -579,29 +612,33 @@ impl Backward<Nd, 2> for MatmulBackward {
         if let Some(node) = pa {
             // da_i = dy_i·b_iᵀ, summed over the batch where `a` was broadcast.
             let mut da = vec![0.0f32; d.ba * d.m * d.k];
-            for i in 0..batch {
-                let bi = batch_mat(&b, d.bb, i, d.k, d.n).t();
-                let (out, beta) = if d.ba == 1 {
-                    (&mut da[..], if i == 0 { 0.0 } else { 1.0 })
-                } else {
-                    (&mut da[i * d.m * d.k..(i + 1) * d.m * d.k], 0.0)
-                };
-                kernels::gemm(1.0, dyi(i), bi, beta, out, d.m, d.k);
-            }
+            b.with(|bv, bt| {
+                for i in 0..batch {
+                    let bi = batch_mat(bv, bt, d.bb, i, d.k, d.n).t();
+                    let (out, beta) = if d.ba == 1 {
+                        (&mut da[..], if i == 0 { 0.0 } else { 1.0 })
+                    } else {
+                        (&mut da[i * d.m * d.k..(i + 1) * d.m * d.k], 0.0)
+                    };
+                    kernels::gemm(1.0, dyi(i), bi, beta, out, d.m, d.k);
+                }
+            });
             grads.register::<Nd>(node.id, prim_dyn(da, &a_shape));
         }
         if let Some(node) = pb {
             // db_i = a_iᵀ·dy_i, summed over the batch where `b` was broadcast.
             let mut db = vec![0.0f32; d.bb * d.k * d.n];
-            for i in 0..batch {
-                let ai = batch_mat(&a, d.ba, i, d.m, d.k).t();
-                let (out, beta) = if d.bb == 1 {
-                    (&mut db[..], if i == 0 { 0.0 } else { 1.0 })
-                } else {
-                    (&mut db[i * d.k * d.n..(i + 1) * d.k * d.n], 0.0)
-                };
-                kernels::gemm(1.0, ai, dyi(i), beta, out, d.k, d.n);
-            }
+            a.with(|av, at| {
+                for i in 0..batch {
+                    let ai = batch_mat(av, at, d.ba, i, d.m, d.k).t();
+                    let (out, beta) = if d.bb == 1 {
+                        (&mut db[..], if i == 0 { 0.0 } else { 1.0 })
+                    } else {
+                        (&mut db[i * d.k * d.n..(i + 1) * d.k * d.n], 0.0)
+                    };
+                    kernels::gemm(1.0, ai, dyi(i), beta, out, d.k, d.n);
+                }
+            });
             grads.register::<Nd>(node.id, prim_dyn(db, &b_shape));
         }
     }
@@ -626,11 +663,11 @@ fn matmul_autodiff<const D: usize>(
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let (av, bv) = (mat_vec(a.primitive), mat_vec(b.primitive));
+            let (av, bv) = (Operand::of(a.primitive), Operand::of(b.primitive));
             let y = matmul_forward(&av, &bv, dims);
             let saved = MatmulSaved {
-                a: Arc::new(av),
-                b: Arc::new(bv),
+                a: av,
+                b: bv,
                 dims,
                 a_shape,
                 b_shape,
@@ -638,7 +675,7 @@ fn matmul_autodiff<const D: usize>(
             prep.finish(saved, prim(y, out_dims))
         }
         OpsKind::UnTracked(prep) => {
-            let (av, bv) = (mat_vec(a.primitive), mat_vec(b.primitive));
+            let (av, bv) = (Operand::of(a.primitive), Operand::of(b.primitive));
             prep.finish(prim(matmul_forward(&av, &bv, dims), out_dims))
         }
     };
