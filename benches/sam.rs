@@ -35,6 +35,8 @@ fn encoder(c: &mut Criterion, name: &str, config: SamConfig) {
 }
 
 fn bench(c: &mut Criterion) {
+    // What the salt binary does for inference (`eval`, `predict`; docs/decisions.md, "Allocator").
+    salt_core::alloc::keep_freed_memory();
     encoder(c, "salt_paper_512", SamConfig::salt_paper());
     encoder(c, "vit_b_1024", SamConfig::vit_b());
 }

@@ -2,6 +2,7 @@
 //! `xtask` and tests can call the same code as the command line.
 
 pub mod backend;
+pub use salt_core::alloc::keep_freed_memory;
 pub mod bench;
 pub mod cmd;
 pub mod plot;

@@ -64,7 +64,12 @@ pub fn linear<B: Backend, const D: usize>(
         let x = cast::<B, Nd, 2>(x.reshape([rows, d_in]));
         let w = cast::<B, Nd, 2>(weight);
         let b = bias.map(cast::<B, Nd, 1>);
-        let (y, _, _) = linear_forward(vec_of(x), vec_of(w), b.map(vec_of), rows, d_in, d_out);
+        // Inference reads the input and the weight where they are stored (no copies).
+        let b = b.map(vec_of);
+        let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
+        let y = with_row_major(x, |x| {
+            with_row_major(w, |w| linear_values(x, w, b.as_deref(), rows, d_in, d_out))
+        });
         return cast::<Nd, B, 2>(tensor(y, [rows, d_out])).reshape(out_dims);
     }
     let y = burn::tensor::module::linear(lower(x), lower(weight).transpose(), bias.map(lower));
@@ -168,6 +173,97 @@ pub fn attention_rel_pos<B: Backend>(
         + rel_h.reshape([heads, nq, gh, 1])
         + rel_w.reshape([heads, nq, 1, gw]);
     raise(lower(softmax(attn.reshape([heads, nq, nk]), 2)).matmul(lower(v)))
+}
+
+/// Whether [`packed_attention`] has a fused kernel for backend `B` (ndarray without autodiff:
+/// inference on the CPU). Callers skip preparing its inputs otherwise.
+pub fn has_packed_attention<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Nd>()
+}
+
+/// Multi-head self-attention read straight from a fused qkv projection, for inference on the
+/// CPU: `qkv: [b, n, 3·d]` holds, per token, the queries, keys and values of all `heads` heads
+/// (`nn.Linear(d, 3·d)` followed by SAM's `reshape(b, n, 3, heads, d / heads)`), and the result
+/// is `[b, n, d]` with the heads side by side, ready for the output projection. No head is
+/// split off or permuted into a copy: the kernel reads each head where the projection wrote it
+/// and writes its output in place.
+///
+/// `rel`: SAM's gathered relative-position tables `r_h: [gh, gh, d / heads]` and
+/// `r_w: [gw, gw, d / heads]` (row `y` (`x`) of the query grid against every key row (column);
+/// `n = gh·gw`); the bias `q·r_h[y, ky] + q·r_w[x, kx]` uses the unscaled queries, as
+/// `add_decomposed_rel_pos` does.
+///
+/// Returns `None` when `B` has no such kernel ([`has_packed_attention`]): the caller then uses
+/// [`attention`] / [`attention_rel_pos`] on split heads.
+pub fn packed_attention<B: Backend>(
+    qkv: Tensor<B, 3>,
+    heads: usize,
+    scale: f64,
+    rel: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+) -> Option<Tensor<B, 3>> {
+    if !has_packed_attention::<B>() {
+        return None;
+    }
+    let [b, n, three_d] = qkv.dims();
+    assert!(
+        heads > 0 && three_d % (3 * heads) == 0,
+        "qkv width {three_d} is not 3 × {heads} heads"
+    );
+    let d = three_d / 3;
+    let hd = d / heads;
+    let tables = rel.map(|(rh, rw)| {
+        let ([gh, gh2, c], [gw, gw2, c2]) = (rh.dims(), rw.dims());
+        assert!(
+            gh == gh2 && gw == gw2 && c == hd && c2 == hd && gh * gw == n,
+            "relative-position tables {:?} and {:?} for {n} tokens of {hd} channels",
+            [gh, gh2, c],
+            [gw, gw2, c2]
+        );
+        (
+            vec_of(cast::<B, Nd, 3>(rh)),
+            vec_of(cast::<B, Nd, 3>(rw)),
+            gh,
+            gw,
+        )
+    });
+    let qkv = cast::<B, Nd, 3>(qkv).into_primitive().tensor();
+    let o = with_row_major(qkv, |data| {
+        let part = |i: usize| kernels::Heads {
+            data: &data[i * d..],
+            seq_stride: n * three_d,
+            head_stride: hd,
+            ld: three_d,
+        };
+        let shape = kernels::HeadsShape {
+            seqs: b,
+            heads,
+            nq: n,
+            nk: n,
+            d: hd,
+        };
+        let bias = match &tables {
+            Some((rh, rw, gh, gw)) => kernels::Bias::FromQueries(kernels::RelTables {
+                rh,
+                rw,
+                gh: *gh,
+                gw: *gw,
+            }),
+            None => kernels::Bias::None,
+        };
+        kernels::attention_heads(part(0), part(1), part(2), shape, scale as f32, bias).0
+    });
+    Some(cast::<Nd, B, 3>(tensor(o, [b, n, d])))
+}
+
+/// Calls `f` with the row-major values of `p`: its own storage when that is already row-major
+/// and contiguous, else a copy.
+fn with_row_major<R>(p: NdPrim, f: impl FnOnce(&[f32]) -> R) -> R {
+    if let NdArrayTensor::F32(storage) = &p {
+        if let Some(values) = storage.view().to_slice() {
+            return f(values);
+        }
+    }
+    f(&prim_vec(p))
 }
 
 /// Training attention on the other compiled-in backends: [`crate::recompute`]'s node, unless
@@ -283,7 +379,20 @@ fn linear_forward(
     d_in: usize,
     d_out: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut y = match &b {
+    let y = linear_values(&x, &w, b.as_deref(), rows, d_in, d_out);
+    (y, x, w)
+}
+
+/// `y = x·wᵀ + b` on borrowed buffers.
+fn linear_values(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+) -> Vec<f32> {
+    let mut y = match b {
         Some(b) => {
             let mut y = Vec::with_capacity(rows * d_out);
             for _ in 0..rows {
@@ -296,14 +405,14 @@ fn linear_forward(
     let beta = if b.is_some() { 1.0 } else { 0.0 };
     kernels::gemm(
         1.0,
-        Mat::new(&x, rows, d_in),
-        Mat::new(&w, d_out, d_in).t(),
+        Mat::new(x, rows, d_in),
+        Mat::new(w, d_out, d_in).t(),
         beta,
         &mut y,
         rows,
         d_out,
     );
-    (y, x, w)
+    y
 }
 
 #[derive(Debug, Clone)]

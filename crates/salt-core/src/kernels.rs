@@ -16,6 +16,9 @@ pub(crate) struct Mat<'a> {
     pub rows: usize,
     /// Columns as stored.
     pub cols: usize,
+    /// Distance between the starts of two stored rows (`cols` for a dense matrix; more for a
+    /// block of columns of a wider matrix).
+    pub ld: usize,
     /// Use the transpose (a strided view: nothing is copied).
     pub t: bool,
 }
@@ -26,8 +29,27 @@ impl<'a> Mat<'a> {
             data,
             rows,
             cols,
+            ld: cols,
             t: false,
         }
+    }
+
+    /// `rows × cols` values whose rows start `ld` apart (`ld ≥ cols`): a block of columns of a
+    /// wider row-major matrix, e.g. one head's queries inside a packed `[n, 3, heads, d]` buffer.
+    pub(crate) fn strided(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            ld,
+            t: false,
+        }
+    }
+
+    /// Whether `data` holds every element the view addresses.
+    fn fits(&self) -> bool {
+        self.ld >= self.cols
+            && (self.rows == 0 || (self.rows - 1) * self.ld + self.cols <= self.data.len())
     }
 
     pub(crate) fn t(self) -> Self {
@@ -45,11 +67,11 @@ impl<'a> Mat<'a> {
 
     /// `(row stride, column stride)` of the matrix as used.
     fn strides(&self) -> (isize, isize) {
-        let cols = self.cols as isize;
+        let ld = self.ld as isize;
         if self.t {
-            (1, cols)
+            (1, ld)
         } else {
-            (cols, 1)
+            (ld, 1)
         }
     }
 }
@@ -58,7 +80,6 @@ impl<'a> Mat<'a> {
 ///
 /// # Panics
 /// When a buffer's length or an operand's shape does not match `m × k × n` (a bug in the caller).
-#[allow(unsafe_code)]
 pub(crate) fn gemm(
     alpha: f32,
     a: Mat<'_>,
@@ -68,35 +89,68 @@ pub(crate) fn gemm(
     m: usize,
     n: usize,
 ) {
+    assert_eq!(c.len(), m * n, "output buffer matches its shape");
+    gemm_strided(alpha, a, b, beta, c, n, m, n, Par::Rayon);
+}
+
+/// Threads for one [`gemm_strided`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Par {
+    /// Split over rayon's pool (one large product).
+    Rayon,
+    /// On the calling thread (many small products, already one per rayon task).
+    Serial,
+}
+
+/// [`gemm`] into an `m × n` block of a wider row-major matrix: row `i` of `c` starts at `i·ldc`.
+///
+/// # Panics
+/// When a buffer is too short for the elements its view addresses, or an operand's shape does
+/// not match `m × k × n` (a bug in the caller).
+#[allow(unsafe_code, clippy::too_many_arguments)]
+pub(crate) fn gemm_strided(
+    alpha: f32,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    m: usize,
+    n: usize,
+    par: Par,
+) {
     let ((am, k), (bk, bn)) = (a.shape(), b.shape());
     assert!(
         am == m && bk == k && bn == n,
         "gemm shapes: a {am}x{k}, b {bk}x{bn}, c {m}x{n}"
     );
-    assert_eq!(
-        a.data.len(),
-        a.rows * a.cols,
-        "lhs buffer matches its shape"
+    assert!(a.fits(), "lhs buffer holds its {}x{} view", a.rows, a.cols);
+    assert!(b.fits(), "rhs buffer holds its {}x{} view", b.rows, b.cols);
+    assert!(
+        ldc >= n && (m == 0 || (m - 1) * ldc + n <= c.len()),
+        "output buffer holds its {m}x{n} view"
     );
-    assert_eq!(
-        b.data.len(),
-        b.rows * b.cols,
-        "rhs buffer matches its shape"
-    );
-    assert_eq!(c.len(), m * n, "output buffer matches its shape");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         // An empty sum: `c = beta·c`.
-        c.iter_mut()
-            .for_each(|v| *v = if beta == 0.0 { 0.0 } else { beta * *v });
+        for row in c.chunks_mut(ldc).take(m) {
+            row[..n]
+                .iter_mut()
+                .for_each(|v| *v = if beta == 0.0 { 0.0 } else { beta * *v });
+        }
         return;
     }
     let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());
-    // SAFETY: the three buffers hold exactly the `m × k`, `k × n` and `m × n` elements their
-    // strides address (checked above), `c` is borrowed mutably and so aliases neither input.
-    // The crate's convention is `dst = alpha·dst + beta·lhs·rhs`: our `beta` is its `alpha`.
+    let parallelism = match par {
+        Par::Rayon => gemm::Parallelism::Rayon(0),
+        Par::Serial => gemm::Parallelism::None,
+    };
+    // SAFETY: every element the three views address lies inside its buffer (checked above:
+    // `(rows − 1)·ld + cols ≤ len` for each, with unit column stride), and `c` is borrowed
+    // mutably and so aliases neither input. The crate's convention is
+    // `dst = alpha·dst + beta·lhs·rhs`: our `beta` is its `alpha`.
     unsafe {
         gemm::gemm(
             m,
@@ -104,7 +158,7 @@ pub(crate) fn gemm(
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
+            ldc as isize,
             beta != 0.0,
             a.data.as_ptr(),
             a_cs,
@@ -117,7 +171,7 @@ pub(crate) fn gemm(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            parallelism,
         );
     }
 }
@@ -181,24 +235,6 @@ fn softmax_row(row: &mut [f32]) -> f32 {
     max + sum.ln()
 }
 
-/// Softmax of every row of `s` (`rows × n`) in place; returns each row's log-sum-exp.
-pub(crate) fn softmax_rows(s: &mut [f32], n: usize) -> Vec<f32> {
-    let rows = s.len() / n;
-    let mut lse = vec![0.0f32; rows];
-    let body = |(row, l): (&mut [f32], &mut f32)| {
-        simd(
-            #[inline(always)]
-            || *l = softmax_row(row),
-        )
-    };
-    if s.len() >= PAR_MIN {
-        s.par_chunks_mut(n).zip(lse.par_iter_mut()).for_each(body);
-    } else {
-        s.chunks_mut(n).zip(lse.iter_mut()).for_each(body);
-    }
-    lse
-}
-
 /// Shapes of one attention call: `heads` independent problems of `nq` queries, `nk` keys, width
 /// `d` (values have the same width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,18 +275,12 @@ pub(crate) struct RelBias<'a> {
 fn add_rel_bias(s: &mut [f32], b: &RelBias<'_>, h: usize, nq: usize) {
     let (gh, gw) = (b.gh, b.gw);
     let add = |(i, row): (usize, &mut [f32])| {
-        let bh = &b.h[(h * nq + i) * gh..(h * nq + i + 1) * gh];
-        let bw = &b.w[(h * nq + i) * gw..(h * nq + i + 1) * gw];
-        simd(
-            #[inline(always)]
-            || {
-                for (y, chunk) in row.chunks_mut(gw).enumerate() {
-                    for (v, &x) in chunk.iter_mut().zip(bw) {
-                        *v += bh[y] + x;
-                    }
-                }
-            },
-        )
+        let at = h * nq + i;
+        add_grid_bias(
+            row,
+            &b.h[at * gh..(at + 1) * gh],
+            &b.w[at * gw..(at + 1) * gw],
+        );
     };
     s.par_chunks_mut(gh * gw).enumerate().for_each(add);
 }
@@ -274,29 +304,257 @@ pub(crate) fn attention_forward_biased(
             b.gw
         );
     }
-    let mut o = vec![0.0f32; heads * nq * d];
-    let mut lse = Vec::with_capacity(heads * nq);
-    let mut s = vec![0.0f32; nq * nk];
-    for h in 0..heads {
-        let qh = Mat::new(&q[h * nq * d..(h + 1) * nq * d], nq, d);
-        let kh = Mat::new(&k[h * nk * d..(h + 1) * nk * d], nk, d);
-        let vh = Mat::new(&v[h * nk * d..(h + 1) * nk * d], nk, d);
-        gemm(scale, qh, kh.t(), 0.0, &mut s, nq, nk);
-        if let Some(b) = &bias {
-            add_rel_bias(&mut s, b, h, nq);
-        }
-        lse.extend(softmax_rows(&mut s, nk));
-        gemm(
-            1.0,
-            Mat::new(&s, nq, nk),
-            vh,
-            0.0,
-            &mut o[h * nq * d..(h + 1) * nq * d],
-            nq,
-            d,
-        );
+    let dense = |data, n| Heads {
+        data,
+        seq_stride: n * d,
+        head_stride: 0,
+        ld: d,
+    };
+    let shape = HeadsShape {
+        seqs: heads,
+        heads: 1,
+        nq,
+        nk,
+        d,
+    };
+    let bias = match bias {
+        Some(b) => Bias::Given(b),
+        None => Bias::None,
+    };
+    attention_heads(dense(q, nq), dense(k, nk), dense(v, nk), shape, scale, bias)
+}
+
+/// Queries, keys or values of every head of an attention call inside one buffer: head `h` of
+/// sequence `s` is the `n × d` view starting at `s·seq_stride + h·head_stride`, rows `ld` apart.
+#[derive(Clone, Copy)]
+pub(crate) struct Heads<'a> {
+    pub data: &'a [f32],
+    pub seq_stride: usize,
+    pub head_stride: usize,
+    pub ld: usize,
+}
+
+impl<'a> Heads<'a> {
+    /// Rows `r0..r0 + rows` of head `h` of sequence `s`, `d` wide.
+    fn rows(&self, s: usize, h: usize, r0: usize, rows: usize, d: usize) -> Mat<'a> {
+        let start = s * self.seq_stride + h * self.head_stride + r0 * self.ld;
+        Mat::strided(&self.data[start..], rows, d, self.ld)
     }
+}
+
+/// Sizes of [`attention_heads`]: `seqs` independent sequences (images, windows) of `heads` heads,
+/// `nq` queries and `nk` keys each, head width `d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadsShape {
+    pub seqs: usize,
+    pub heads: usize,
+    pub nq: usize,
+    pub nk: usize,
+    pub d: usize,
+}
+
+/// SAM's relative-position tables gathered per query row: `rh[y, ky, :]` (`[gh, gh, d]`) and
+/// `rw[x, kx, :]` (`[gw, gw, d]`); the bias of query `(y, x)` and key `(ky, kx)` is
+/// `q·rh[y, ky] + q·rw[x, kx]` with the unscaled query (queries and keys on one `gh × gw` grid).
+#[derive(Clone, Copy)]
+pub(crate) struct RelTables<'a> {
+    pub rh: &'a [f32],
+    pub rw: &'a [f32],
+    pub gh: usize,
+    pub gw: usize,
+}
+
+/// The additive bias of the scaled logits.
+#[derive(Clone, Copy)]
+pub(crate) enum Bias<'a> {
+    None,
+    /// Precomputed terms, indexed by `s·heads + h`.
+    Given(RelBias<'a>),
+    /// Computed from the queries and the gathered tables, row by row.
+    FromQueries(RelTables<'a>),
+}
+
+/// The largest logits block one task holds (4 MiB of f32: it stays in the last-level cache).
+const BLOCK_VALUES: usize = 1 << 20;
+
+thread_local! {
+    /// Each rayon thread's logits block, reused by every task it runs (no fresh allocation, and
+    /// so no page faults, per head).
+    static LOGITS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `o = softmax(scale·q·kᵀ + bias)·v` for every head of every sequence; returns `o` as
+/// `[seqs, nq, heads·d]` (head `h` in columns `h·d..`: for one head per sequence, the plain
+/// `[seqs, nq, d]`) and the log-sum-exp of every logits row as `[seqs, nq, heads]`.
+///
+/// The work is split into tasks of one sequence and a block of query rows (all its heads), run
+/// on rayon's threads with single-threaded GEMMs: many small windows and one large global
+/// attention keep both cores busy alike, and a task's logits block is its thread's reused
+/// scratch, at most [`BLOCK_VALUES`] values.
+pub(crate) fn attention_heads(
+    q: Heads<'_>,
+    k: Heads<'_>,
+    v: Heads<'_>,
+    shape: HeadsShape,
+    scale: f32,
+    bias: Bias<'_>,
+) -> (Vec<f32>, Vec<f32>) {
+    let HeadsShape {
+        seqs,
+        heads,
+        nq,
+        nk,
+        d,
+    } = shape;
+    if let Bias::FromQueries(t) = &bias {
+        assert!(
+            t.gh * t.gw == nq && nq == nk,
+            "relative-position grid {}x{} for {nq} queries and {nk} keys",
+            t.gh,
+            t.gw
+        );
+        assert!(t.rh.len() == t.gh * t.gh * d && t.rw.len() == t.gw * t.gw * d);
+    }
+    let width = heads * d;
+    let mut o = vec![0.0f32; seqs * nq * width];
+    let mut lse = vec![0.0f32; seqs * nq * heads];
+    if o.is_empty() || nk == 0 {
+        return (o, lse);
+    }
+    // Query rows per task: enough tasks for every thread several times over, a logits block
+    // that fits in cache, and no block so thin that the GEMMs lose their efficiency.
+    let tasks_per_seq = (4 * rayon::current_num_threads()).div_ceil(seqs);
+    let rows = nq
+        .div_ceil(tasks_per_seq)
+        .max(32)
+        .min((BLOCK_VALUES / nk).max(1))
+        .min(nq);
+    let blocks = nq.div_ceil(rows);
+    let task = |(t, (ob, lb)): (usize, (&mut [f32], &mut [f32]))| {
+        let (s, r0) = (t / blocks, (t % blocks) * rows);
+        let m = ob.len() / width;
+        LOGITS.with(|cell| {
+            let mut logits = cell.borrow_mut();
+            if logits.len() < m * nk {
+                logits.resize(m * nk, 0.0);
+            }
+            let p = &mut logits[..m * nk];
+            for h in 0..heads {
+                let qh = q.rows(s, h, r0, m, d);
+                let kh = k.rows(s, h, 0, nk, d);
+                gemm_strided(scale, qh, kh.t(), 0.0, p, nk, m, nk, Par::Serial);
+                match &bias {
+                    Bias::None => {}
+                    Bias::Given(b) => {
+                        let head = s * heads + h;
+                        for (i, row) in p.chunks_mut(nk).enumerate() {
+                            let at = head * nq + r0 + i;
+                            add_grid_bias(
+                                row,
+                                &b.h[at * b.gh..(at + 1) * b.gh],
+                                &b.w[at * b.gw..(at + 1) * b.gw],
+                            );
+                        }
+                    }
+                    Bias::FromQueries(t) => {
+                        let mut bh = vec![0.0f32; t.gh];
+                        let mut bw = vec![0.0f32; t.gw];
+                        for (i, row) in p.chunks_mut(nk).enumerate() {
+                            let (y, x) = ((r0 + i) / t.gw, (r0 + i) % t.gw);
+                            let qi = &qh.data[i * qh.ld..i * qh.ld + d];
+                            rel_terms(qi, &t.rh[y * t.gh * d..(y + 1) * t.gh * d], &mut bh);
+                            rel_terms(qi, &t.rw[x * t.gw * d..(x + 1) * t.gw * d], &mut bw);
+                            add_grid_bias(row, &bh, &bw);
+                        }
+                    }
+                }
+                for (i, row) in p.chunks_mut(nk).enumerate() {
+                    lb[i * heads + h] = simd(
+                        #[inline(always)]
+                        || softmax_row(row),
+                    );
+                }
+                let vh = v.rows(s, h, 0, nk, d);
+                gemm_strided(
+                    1.0,
+                    Mat::new(p, m, nk),
+                    vh,
+                    0.0,
+                    &mut ob[h * d..],
+                    width,
+                    m,
+                    d,
+                    Par::Serial,
+                );
+            }
+        })
+    };
+    // Task `t` owns rows `r0..r0 + rows` of sequence `s`: one contiguous block of `o` and `lse`.
+    let sizes = |per_row: usize| {
+        (0..seqs * blocks).map(move |t| (nq - (t % blocks) * rows).min(rows) * per_row)
+    };
+    let o_parts = split_sizes(&mut o, sizes(width));
+    let l_parts = split_sizes(&mut lse, sizes(heads));
+    o_parts
+        .into_par_iter()
+        .zip(l_parts)
+        .enumerate()
+        .for_each(task);
     (o, lse)
+}
+
+/// Splits `buf` into consecutive parts of the given sizes (their sum is `buf.len()`).
+fn split_sizes(buf: &mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
+    let mut rest = buf;
+    let mut parts = Vec::new();
+    for n in sizes {
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        parts.push(part);
+        rest = tail;
+    }
+    debug_assert!(rest.is_empty());
+    parts
+}
+
+/// `out[j] = q · table[j, :]` for the `out.len()` rows of `table` (`d = q.len()` wide).
+#[inline(always)]
+fn rel_terms(q: &[f32], table: &[f32], out: &mut [f32]) {
+    simd(
+        #[inline(always)]
+        || {
+            for (o, row) in out.iter_mut().zip(table.chunks_exact(q.len())) {
+                let mut acc = [0.0f32; 16];
+                let (qc, rc) = (q.chunks_exact(16), row.chunks_exact(16));
+                let tail: f32 = qc
+                    .remainder()
+                    .iter()
+                    .zip(rc.remainder())
+                    .map(|(a, b)| a * b)
+                    .sum();
+                for (a, b) in qc.zip(rc) {
+                    for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+                        *s += x * y;
+                    }
+                }
+                *o = acc.iter().sum::<f32>() + tail;
+            }
+        },
+    )
+}
+
+/// Adds `bh[y] + bw[x]` to the logit of key `y·gw + x` of one row.
+#[inline(always)]
+fn add_grid_bias(row: &mut [f32], bh: &[f32], bw: &[f32]) {
+    simd(
+        #[inline(always)]
+        || {
+            for (chunk, &hy) in row.chunks_mut(bw.len()).zip(bh) {
+                for (v, &x) in chunk.iter_mut().zip(bw) {
+                    *v += hy + x;
+                }
+            }
+        },
+    )
 }
 
 /// Gradients `(dq, dk, dv)` of [`attention_forward`] given `do_` (the output's gradient), the
@@ -702,6 +960,113 @@ mod tests {
                         assert!(
                             (got - want).abs() <= GEMM_TOL,
                             "{m}x{k}x{n} {ta} {tb}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_gemm_reads_and_writes_only_its_blocks() {
+        // a: columns 2..5 of a 4x7 matrix; b (transposed): columns 1..4 of a 6x9 matrix;
+        // c: columns 3..9 of a 4x10 matrix, whose other columns must stay as they were.
+        let (m, k, n) = (4, 3, 6);
+        let (abuf, bbuf) = (values(4 * 7, 5), values(6 * 9, 6));
+        let mut c = values(4 * 10, 7);
+        let c0 = c.clone();
+        let a = Mat::strided(&abuf[2..], m, k, 7);
+        let b = Mat::strided(&bbuf[1..], n, k, 9).t();
+        gemm_strided(1.0, a, b, 1.0, &mut c[3..], 10, m, n, Par::Serial);
+        for i in 0..m {
+            for j in 0..10 {
+                let want = if (3..3 + n).contains(&j) {
+                    let jj = j - 3;
+                    c0[i * 10 + j]
+                        + (0..k)
+                            .map(|p| abuf[i * 7 + 2 + p] * bbuf[jj * 9 + 1 + p])
+                            .sum::<f32>()
+                } else {
+                    c0[i * 10 + j]
+                };
+                assert!((c[i * 10 + j] - want).abs() < TOL, "({i}, {j})");
+            }
+        }
+    }
+
+    #[test]
+    fn packed_attention_with_relative_tables_equals_the_definition() {
+        // Two sequences of a token grid, 2 heads of width 5, packed per token as
+        // [q (heads × d), k, v] the way a fused qkv projection writes them. The 8x10 grid has
+        // 80 queries: several row blocks per sequence, the last one shorter.
+        for (gh, gw) in [(3, 4), (8, 10)] {
+            packed_attention_case(gh, gw);
+        }
+    }
+
+    fn packed_attention_case(gh: usize, gw: usize) {
+        let (seqs, heads, d) = (2, 2, 5);
+        let n = gh * gw;
+        let width = heads * d;
+        let qkv = values(seqs * n * 3 * width, 11);
+        let (rh, rw) = (values(gh * gh * d, 12), values(gw * gw * d, 13));
+        let scale = 0.4;
+        let part = |i: usize| Heads {
+            data: &qkv[i * width..],
+            seq_stride: n * 3 * width,
+            head_stride: d,
+            ld: 3 * width,
+        };
+        let shape = HeadsShape {
+            seqs,
+            heads,
+            nq: n,
+            nk: n,
+            d,
+        };
+        let tables = RelTables {
+            rh: &rh,
+            rw: &rw,
+            gh,
+            gw,
+        };
+        let (o, lse) = attention_heads(
+            part(0),
+            part(1),
+            part(2),
+            shape,
+            scale,
+            Bias::FromQueries(tables),
+        );
+        assert_eq!((o.len(), lse.len()), (seqs * n * width, seqs * n * heads));
+        let at = |s: usize, tok: usize, which: usize, h: usize, c: usize| {
+            qkv[(s * n + tok) * 3 * width + which * width + h * d + c]
+        };
+        for s in 0..seqs {
+            for h in 0..heads {
+                for i in 0..n {
+                    let (y, x) = (i / gw, i % gw);
+                    let logits: Vec<f32> = (0..n)
+                        .map(|j| {
+                            let (ky, kx) = (j / gw, j % gw);
+                            let dot = |f: &dyn Fn(usize) -> f32| (0..d).map(f).sum::<f32>();
+                            scale * dot(&|c| at(s, i, 0, h, c) * at(s, j, 1, h, c))
+                                + dot(&|c| at(s, i, 0, h, c) * rh[(y * gh + ky) * d + c])
+                                + dot(&|c| at(s, i, 0, h, c) * rw[(x * gw + kx) * d + c])
+                        })
+                        .collect();
+                    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let z: f32 = logits.iter().map(|l| (l - m).exp()).sum();
+                    let got_lse = lse[(s * n + i) * heads + h];
+                    assert!((got_lse - (m + z.ln())).abs() < TOL, "lse {s} {h} {i}");
+                    for c in 0..d {
+                        let want: f32 = (0..n)
+                            .map(|j| (logits[j] - m).exp() / z * at(s, j, 2, h, c))
+                            .sum();
+                        let got = o[(s * n + i) * width + h * d + c];
+                        assert!(
+                            (got - want).abs() < TOL,
+                            "o {s} {h} {i} {c}: {got} vs {want}"
                         );
                     }
                 }

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod adapter;
+pub mod alloc;
 mod config;
 mod conv;
 mod error;

@@ -391,15 +391,25 @@ impl<B: Backend> Attention<B> {
         let [n, h, w, d] = x.dims();
         let nh = self.num_heads;
         let hd = d / nh;
-        let qkv = self
-            .qkv
-            .forward(x)
+        let scale = (hd as f64).powf(-0.5);
+        let qkv = self.qkv.forward(x);
+        if salt_core::fused::has_packed_attention::<B>() {
+            // CPU inference: the heads are read where the projection wrote them (no permutes).
+            let rel = match (&self.rel_pos_h, &self.rel_pos_w) {
+                (Some(rh), Some(rw)) => Some((get_rel_pos(h, rh.val()), get_rel_pos(w, rw.val()))),
+                _ => None,
+            };
+            let packed = qkv.clone().reshape([n, h * w, 3 * d]);
+            if let Some(x) = salt_core::fused::packed_attention(packed, nh, scale, rel) {
+                return self.proj.forward(x.reshape([n, h, w, d]));
+            }
+        }
+        let qkv = qkv
             .reshape([n, h * w, 3, nh, hd])
             .permute([2, 0, 3, 1, 4]) // [3, n, nh, hw, hd]
             .reshape([3, n * nh, h * w, hd]);
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([n * nh, h * w, hd]);
         let (q, k, v) = (part(0), part(1), part(2));
-        let scale = (hd as f64).powf(-0.5);
         let x = match (&self.rel_pos_h, &self.rel_pos_w) {
             (Some(rh), Some(rw)) => {
                 let (rel_h, rel_w) = decomposed_rel_pos(q.clone(), rh.val(), rw.val(), [h, w]);
