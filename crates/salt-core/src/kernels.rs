@@ -94,7 +94,7 @@ pub(crate) fn gemm(
 }
 
 /// Threads for one [`gemm_strided`].
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(crate) enum Par {
     /// Split over rayon's pool (one large product).
     Rayon,
@@ -271,18 +271,24 @@ pub(crate) struct RelBias<'a> {
     pub gw: usize,
 }
 
+impl<'a> RelBias<'a> {
+    /// The two terms of logits row `at` (`head · nq + query`).
+    fn row(&self, at: usize) -> (&'a [f32], &'a [f32]) {
+        let (gh, gw) = (self.gh, self.gw);
+        (
+            &self.h[at * gh..(at + 1) * gh],
+            &self.w[at * gw..(at + 1) * gw],
+        )
+    }
+}
+
 /// Adds head `h`'s relative-position bias to its `nq × (gh·gw)` logits `s`.
 fn add_rel_bias(s: &mut [f32], b: &RelBias<'_>, h: usize, nq: usize) {
-    let (gh, gw) = (b.gh, b.gw);
     let add = |(i, row): (usize, &mut [f32])| {
-        let at = h * nq + i;
-        add_grid_bias(
-            row,
-            &b.h[at * gh..(at + 1) * gh],
-            &b.w[at * gw..(at + 1) * gw],
-        );
+        let (bh, bw) = b.row(h * nq + i);
+        add_grid_bias(row, bh, bw);
     };
-    s.par_chunks_mut(gh * gw).enumerate().for_each(add);
+    s.par_chunks_mut(b.gh * b.gw).enumerate().for_each(add);
 }
 
 /// [`attention_forward`] with an optional relative-position bias added to the scaled logits.
@@ -448,12 +454,8 @@ pub(crate) fn attention_heads(
                     Bias::Given(b) => {
                         let head = s * heads + h;
                         for (i, row) in p.chunks_mut(nk).enumerate() {
-                            let at = head * nq + r0 + i;
-                            add_grid_bias(
-                                row,
-                                &b.h[at * b.gh..(at + 1) * b.gh],
-                                &b.w[at * b.gw..(at + 1) * b.gw],
-                            );
+                            let (bh, bw) = b.row(head * nq + r0 + i);
+                            add_grid_bias(row, bh, bw);
                         }
                     }
                     Bias::FromQueries(t) => {
